@@ -1,0 +1,31 @@
+//! Confab's wire protocol: the types that cross the network and their CBOR encoding.
+//!
+//! This crate does no I/O. Every frame kind is a [`Wire`] type with its own version number and
+//! size limit; [`encode`] and [`decode`] are the only way bytes become values and back, so that
+//! limits and validation are applied in exactly one place.
+//!
+//! Layout:
+//! - [`ids`]: identifiers chosen by the sender ([`MessageId`]).
+//! - [`message`]: the chat message carried by every transport ([`ChatMessage`]).
+//! - [`direct`]: the request-response protocol for 1:1 messages (`/confab/direct/1`).
+//! - [`gossip`]: frames published on gossipsub topics (broadcast, later groups).
+//! - [`codec`]: [`encode`], [`decode`], [`DecodeError`], [`EncodeError`].
+//! - [`limits`]: every `MAX_*` size constant, in one place.
+//!
+//! Frames are CBOR arrays `[version, body]`; bodies are CBOR maps with named fields, so a newer
+//! sender may add optional fields that older receivers ignore. Enumerations carry a `type` tag and
+//! decode an unknown tag to an `Unknown` variant instead of failing the whole frame.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod direct;
+pub mod gossip;
+pub mod ids;
+pub mod limits;
+pub mod message;
+
+pub use codec::{DecodeError, EncodeError, Wire, decode, encode};
+pub use direct::{DirectRequest, DirectResponse, RejectReason};
+pub use gossip::GossipFrame;
+pub use ids::{MessageId, ParseIdError};
+pub use message::{ChatMessage, InvalidMessage};
