@@ -1,0 +1,86 @@
+//! Node configuration and limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every bound of the node, in one place.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Commands queued from clients to the event loop.
+    pub const COMMAND_QUEUE: usize = 256;
+    /// Events buffered per subscriber before the slowest one starts missing events.
+    pub const EVENT_BUFFER: usize = 4096;
+    /// Requests queued to the store actor.
+    pub const STORE_QUEUE: usize = 1024;
+    /// Store requests committed in one transaction at most (group commit).
+    pub const STORE_BATCH: usize = 256;
+    /// Discovery reports queued to the event loop.
+    pub const DISCOVERY_QUEUE: usize = 64;
+    /// Established connections in total.
+    pub const MAX_CONNECTIONS: u32 = 256;
+    /// Established connections per peer.
+    pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+    /// Incoming connections still in their handshake.
+    pub const MAX_PENDING_INCOMING: u32 = 64;
+    /// Concurrent `/confab/direct/1` streams per connection.
+    pub const MAX_DIRECT_STREAMS: usize = 64;
+    /// Store operations the event loop waits on at once; beyond it new inbound work is refused.
+    pub const MAX_PENDING_STORE_OPS: usize = 2048;
+    /// Broadcasts held while no peer is subscribed yet.
+    pub const MAX_QUEUED_BROADCASTS: usize = 256;
+    /// How long a direct request may wait for its response.
+    pub const DIRECT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+    /// A connection with nothing to do is closed after this long.
+    pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+    /// How often undelivered direct messages are retried.
+    pub const OUTBOX_RETRY_INTERVAL: Duration = Duration::from_secs(15);
+    /// Most messages returned by one history query.
+    pub const MAX_HISTORY_PAGE: usize = 10_000;
+}
+
+/// How a node is set up. [`Config::new`] gives the defaults for a data dir.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the store (`confab.redb`) lives.
+    pub data_dir: PathBuf,
+    /// Display name; `None` keeps the stored one (or a default on first start).
+    pub name: Option<String>,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Bootstrap multiaddrs (with `/p2p/<peer id>`) to dial at start.
+    pub bootstrap: Vec<String>,
+    /// Whether to advertise and discover over mDNS. When false no mDNS socket is ever opened.
+    pub mdns: bool,
+    /// Gossipsub heartbeat; shorter forms meshes faster (tests), longer costs less.
+    pub gossip_heartbeat: Duration,
+}
+
+impl Config {
+    /// Defaults: listen on every interface (TCP and QUIC, ports chosen by the system), mDNS on.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            name: None,
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".to_owned(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".to_owned(),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            gossip_heartbeat: Duration::from_millis(700),
+        }
+    }
+
+    /// The platform's data directory for Confab (e.g. `~/.local/share/confab`).
+    pub fn default_data_dir() -> Option<PathBuf> {
+        directories::ProjectDirs::from("org", "Confab", "confab").map(|d| d.data_dir().to_owned())
+    }
+
+    /// True when `CONFAB_NO_MDNS` is set to anything but empty, `0` or `false`.
+    pub fn mdns_disabled_by_env() -> bool {
+        std::env::var("CONFAB_NO_MDNS")
+            .map(|v| !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")))
+            .unwrap_or(false)
+    }
+}

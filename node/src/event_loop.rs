@@ -1,0 +1,1121 @@
+//! The event loop: one task owns the swarm and dispatches. Every arm of its `select!` calls one
+//! `handle_*` method; store work runs as futures the loop polls (so a commit never stalls the
+//! swarm) and comes back as [`StoreDone`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use confab_protocol::direct::{DIRECT_PROTOCOL, RejectReason};
+use confab_protocol::gossip::BROADCAST_TOPIC;
+use confab_protocol::limits::MAX_NAME_BYTES;
+use confab_protocol::{ChatMessage, DirectRequest, DirectResponse, GossipFrame, MessageId, decode, encode};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, core::transport::ListenerId,
+    gossipsub, identify, identity, ping,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::address::Conversation;
+use crate::client::{
+    Client, Command, DeliveryState, Message, PeerInfo, PeerSource, Reply, Sender, WhoAmI,
+};
+use crate::config::Config;
+use crate::config::limits::*;
+use crate::discovery::{Discovered, Discovery};
+use crate::error::{DialError, QueryError, SendError, StartError, StoreError};
+use crate::event::Event;
+use crate::net::{self, DirectCodec, IDENTIFY_PROTOCOL};
+use crate::store::{Inserted, KnownPeer, Store, StoredMessage};
+
+/// Addresses remembered per peer at most.
+const MAX_ADDRS_PER_PEER: usize = 16;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    direct: request_response::Behaviour<DirectCodec>,
+    gossipsub: gossipsub::Behaviour,
+}
+
+/// What the loop knows of a peer.
+#[derive(Debug)]
+struct PeerEntry {
+    name: Option<String>,
+    addrs: Vec<Multiaddr>,
+    source: PeerSource,
+    connections: u32,
+    /// Identified as a Confab peer and reported with `PeerDiscovered` (and not lost since).
+    reported: bool,
+}
+
+impl PeerEntry {
+    fn new(source: PeerSource) -> Self {
+        Self {
+            name: None,
+            addrs: Vec::new(),
+            source,
+            connections: 0,
+            reported: false,
+        }
+    }
+
+    fn add_addr(&mut self, addr: Multiaddr) -> bool {
+        if self.addrs.contains(&addr) {
+            return false;
+        }
+        if self.addrs.len() >= MAX_ADDRS_PER_PEER {
+            self.addrs.remove(0);
+        }
+        self.addrs.push(addr);
+        true
+    }
+}
+
+/// A store operation finished; the loop acts on the result.
+enum StoreDone {
+    /// A message this node sends is stored: answer the client, then put it on the wire.
+    Outgoing {
+        to: Conversation,
+        message: ChatMessage,
+        reply: Reply<Result<MessageId, SendError>>,
+        result: Result<Inserted, StoreError>,
+    },
+    /// A direct message from `peer` is stored (or not): acknowledge (or refuse).
+    Inbound {
+        peer: PeerId,
+        message: ChatMessage,
+        channel: ResponseChannel<DirectResponse>,
+        result: Result<Inserted, StoreError>,
+    },
+    /// A broadcast from `author` is stored.
+    Broadcast {
+        author: PeerId,
+        message: ChatMessage,
+        result: Result<Inserted, StoreError>,
+    },
+    /// Nothing left to do (bookkeeping writes, answered queries).
+    Nothing,
+}
+
+/// Starts the store, the swarm, discovery and the loop; returns once the node listens.
+pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
+        path: config.data_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let fresh = identity::Keypair::generate_ed25519()
+        .to_protobuf_encoding()
+        .map_err(|e| StartError::Network(e.to_string()))?;
+    let (store, opened) = Store::open(&config.data_dir, fresh).await?;
+    let keypair = identity::Keypair::from_protobuf_encoding(&opened.identity)
+        .map_err(|e| StoreError::Corrupt(format!("node key: {e}")))?;
+    let local_peer = keypair.public().to_peer_id();
+
+    let name = match (&config.name, &opened.name) {
+        (Some(given), stored) => {
+            if given.is_empty() || given.len() > MAX_NAME_BYTES {
+                return Err(StartError::BadAddress {
+                    addr: given.clone(),
+                    reason: format!("a display name is 1 to {MAX_NAME_BYTES} bytes"),
+                });
+            }
+            if stored.as_ref() != Some(given) {
+                store.set_name(given.clone()).await?;
+            }
+            given.clone()
+        }
+        (None, Some(stored)) => stored.clone(),
+        (None, None) => default_name(&local_peer),
+    };
+
+    let listen = parse_addrs(&config.listen)?;
+    let bootstrap = parse_addrs(&config.bootstrap)?;
+    let gossip_config = net::gossipsub_config(config.gossip_heartbeat).map_err(StartError::Network)?;
+    let agent = net::agent_version(&name);
+    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| Behaviour {
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(MAX_CONNECTIONS))
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(agent),
+        ),
+        ping: ping::Behaviour::default(),
+        direct: request_response::Behaviour::with_codec(
+            DirectCodec,
+            [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(DIRECT_REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
+        ),
+        gossipsub: gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
+            .expect("signed authenticity with a valid config always builds"),
+    })
+    .map_err(StartError::Network)?;
+
+    let topic = gossipsub::IdentTopic::new(BROADCAST_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| StartError::Network(e.to_string()))?;
+
+    let mut listeners = HashMap::new();
+    for addr in listen {
+        let id = swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        listeners.insert(id, addr);
+    }
+
+    let mut peers = HashMap::new();
+    for known in opened.peers {
+        let Ok(peer_id) = known.peer_id.parse::<PeerId>() else {
+            continue;
+        };
+        let mut entry = PeerEntry::new(known.source);
+        entry.name = known.name;
+        for addr in known.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            swarm.add_peer_address(peer_id, addr.clone());
+            entry.add_addr(addr);
+        }
+        peers.insert(peer_id, entry);
+    }
+
+    let mut outbox: HashMap<PeerId, VecDeque<ChatMessage>> = HashMap::new();
+    for (peer, record) in store.outbox().await? {
+        if let (Ok(peer), Some(text)) = (peer.parse::<PeerId>(), record.text) {
+            outbox.entry(peer).or_default().push_back(ChatMessage {
+                id: record.id,
+                sent_at: record.sent_at,
+                sender_name: record.from_name,
+                text: Some(text),
+            });
+        }
+    }
+
+    let (discovery_tx, discovery_rx) = mpsc::channel(DISCOVERY_QUEUE);
+    let discovery = if config.mdns {
+        Some(Discovery::start(local_peer, name.clone(), discovery_tx).map_err(StartError::Discovery)?)
+    } else {
+        drop(discovery_tx);
+        None
+    };
+
+    for addr in bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!("cannot dial bootstrap {addr}: {e}");
+        }
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let event_loop = EventLoop {
+        swarm,
+        commands: command_rx,
+        events: event_tx.clone(),
+        store,
+        local_peer,
+        name,
+        topic,
+        peers,
+        listen_addrs: Vec::new(),
+        listeners,
+        ready: Some(ready_tx),
+        pending_dials: HashMap::new(),
+        in_flight: HashMap::new(),
+        outbox,
+        queued_broadcasts: VecDeque::new(),
+        store_ops: FuturesUnordered::new(),
+        discovery,
+        discovery_rx,
+    };
+    tokio::spawn(event_loop.run());
+    ready_rx
+        .await
+        .map_err(|_| StartError::Network("the event loop stopped during start".into()))??;
+    Ok(Client::new(command_tx, event_tx, local_peer.to_base58()))
+}
+
+fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, StartError> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>().map_err(|e| StartError::BadAddress {
+                addr: a.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn default_name(peer: &PeerId) -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty() && u.len() <= MAX_NAME_BYTES)
+        .unwrap_or_else(|| {
+            let p = peer.to_base58();
+            format!("confab-{}", &p[p.len() - 6..])
+        })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
+    let conversation = record
+        .conversation
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("conversation of {}: {e}", record.id)))?;
+    Ok(Message {
+        id: record.id,
+        conversation,
+        from: Sender {
+            peer_id: record.from_peer,
+            user: None,
+            name: record.from_name,
+        },
+        sent_at: record.sent_at,
+        text: record.text,
+        encrypted: false,
+        recalled: false,
+        notify: !record.outgoing,
+        outgoing: record.outgoing,
+        delivery: record.delivery,
+    })
+}
+
+fn without_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut addr = addr.clone();
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => {
+            addr.pop();
+            (addr, Some(peer))
+        }
+        _ => (addr, None),
+    }
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+    store: Store,
+    local_peer: PeerId,
+    name: String,
+    topic: gossipsub::IdentTopic,
+    peers: HashMap<PeerId, PeerEntry>,
+    listen_addrs: Vec<Multiaddr>,
+    /// Listeners that have not reported an address yet; start() returns when none is left.
+    listeners: HashMap<ListenerId, Multiaddr>,
+    ready: Option<oneshot::Sender<Result<(), StartError>>>,
+    pending_dials: HashMap<ConnectionId, (String, Reply<Result<String, DialError>>)>,
+    /// Direct messages on the wire, by request.
+    in_flight: HashMap<OutboundRequestId, (PeerId, ChatMessage)>,
+    /// Direct messages waiting for their peer to be reachable.
+    outbox: HashMap<PeerId, VecDeque<ChatMessage>>,
+    /// Broadcasts waiting for a first subscribed peer.
+    queued_broadcasts: VecDeque<ChatMessage>,
+    store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
+    discovery: Option<Discovery>,
+    discovery_rx: mpsc::Receiver<Discovered>,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut retry = tokio::time::interval(OUTBOX_RETRY_INTERVAL);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown_reply = loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => break Some(reply),
+                    Some(command) => self.handle_command(command),
+                    None => break None,
+                },
+                Some(done) = self.store_ops.next(), if !self.store_ops.is_empty() => {
+                    self.handle_store_done(done)
+                }
+                Some(found) = self.discovery_rx.recv() => self.handle_discovered(found),
+                _ = retry.tick() => self.handle_retry(),
+            }
+        };
+        let result = self.shut_down().await;
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn shut_down(mut self) -> Result<(), QueryError> {
+        tracing::debug!("shutting down");
+        if let Some(discovery) = self.discovery.take() {
+            discovery.shutdown().await;
+        }
+        // Finish the store work already started, so nothing accepted is left half-done.
+        while let Some(done) = self.store_ops.next().await {
+            self.handle_store_done(done);
+        }
+        self.store.close().await?;
+        Ok(())
+    }
+
+    fn emit(&self, event: Event) {
+        // An error only means nobody is subscribed right now.
+        let _ = self.events.send(event);
+    }
+
+    fn run_store_op(&mut self, op: impl Future<Output = StoreDone> + Send + 'static) {
+        self.store_ops.push(Box::pin(op));
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::WhoAmI(reply) => {
+                let _ = reply.send(WhoAmI {
+                    peer_id: self.local_peer.to_base58(),
+                    name: self.name.clone(),
+                    user: None,
+                    listen_addrs: self
+                        .listen_addrs
+                        .iter()
+                        .map(|a| a.clone().with(Protocol::P2p(self.local_peer)).to_string())
+                        .collect(),
+                });
+            }
+            Command::Peers(reply) => {
+                let mut list: Vec<PeerInfo> = self
+                    .peers
+                    .iter()
+                    .map(|(id, p)| PeerInfo {
+                        peer_id: id.to_base58(),
+                        name: p.name.clone(),
+                        user: None,
+                        addrs: p.addrs.iter().map(ToString::to_string).collect(),
+                        source: p.source,
+                        connected: p.connections > 0,
+                    })
+                    .collect();
+                list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(list);
+            }
+            Command::Dial { addr, reply } => self.handle_dial(addr, reply),
+            Command::Send { to, text, reply } => self.handle_send(to, text, reply),
+            Command::History { with, limit, reply } => {
+                let store = self.store.clone();
+                self.run_store_op(async move {
+                    let result = store
+                        .history(with.to_string(), limit)
+                        .await
+                        .and_then(|records| records.into_iter().map(to_message).collect())
+                        .map_err(QueryError::from);
+                    let _ = reply.send(result);
+                    StoreDone::Nothing
+                });
+            }
+            Command::Shutdown(_) => unreachable!("handled by run()"),
+        }
+    }
+
+    fn handle_dial(&mut self, text: String, reply: Reply<Result<String, DialError>>) {
+        let addr = match text.parse::<Multiaddr>() {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = reply.send(Err(DialError::BadAddress {
+                    addr: text,
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        };
+        let (bare, peer) = without_p2p(&addr);
+        let opts = match peer {
+            Some(p) if p == self.local_peer => {
+                let _ = reply.send(Err(DialError::SelfDial));
+                return;
+            }
+            Some(p) if self.swarm.is_connected(&p) => {
+                let _ = reply.send(Ok(p.to_base58()));
+                return;
+            }
+            Some(p) => DialOpts::peer_id(p)
+                .addresses(vec![bare])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(connection, (text, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(DialError::Unreachable {
+                    addr: text,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn handle_send(
+        &mut self,
+        to: Conversation,
+        text: String,
+        reply: Reply<Result<MessageId, SendError>>,
+    ) {
+        let outbox_peer = match &to {
+            Conversation::Peer(_) => match to.peer_id() {
+                Some(p) if p == self.local_peer => {
+                    let _ = reply.send(Err(SendError::Invalid("that is this node's own address".into())));
+                    return;
+                }
+                Some(p) => Some(p.to_base58()),
+                None => {
+                    let _ = reply.send(Err(SendError::Invalid(format!("bad peer address {to}"))));
+                    return;
+                }
+            },
+            Conversation::Broadcast => {
+                if self.queued_broadcasts.len() >= MAX_QUEUED_BROADCASTS {
+                    let _ = reply.send(Err(SendError::QueueFull(self.queued_broadcasts.len())));
+                    return;
+                }
+                None
+            }
+            Conversation::User(_) | Conversation::Group(_) => {
+                let _ = reply.send(Err(SendError::NotLoggedIn(to.to_string())));
+                return;
+            }
+        };
+        let message = ChatMessage::text(self.name.clone(), text, now_ms());
+        if let Err(e) = message.validate() {
+            let _ = reply.send(Err(SendError::Invalid(e.to_string())));
+            return;
+        }
+        let record = StoredMessage {
+            id: message.id,
+            conversation: to.to_string(),
+            from_peer: self.local_peer.to_base58(),
+            from_name: self.name.clone(),
+            sent_at: message.sent_at,
+            text: message.text.clone(),
+            outgoing: true,
+            delivery: DeliveryState::Pending,
+            seq: 0,
+        };
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            let result = store.insert_message(record, outbox_peer).await;
+            StoreDone::Outgoing {
+                to,
+                message,
+                reply,
+                result,
+            }
+        });
+    }
+
+    // ---- store results --------------------------------------------------------------------
+
+    fn handle_store_done(&mut self, done: StoreDone) {
+        match done {
+            StoreDone::Outgoing {
+                to,
+                message,
+                reply,
+                result,
+            } => {
+                if let Err(e) = result {
+                    let _ = reply.send(Err(SendError::Store(e)));
+                    return;
+                }
+                let _ = reply.send(Ok(message.id));
+                self.emit(Event::Message(Message {
+                    id: message.id,
+                    conversation: to.clone(),
+                    from: Sender {
+                        peer_id: self.local_peer.to_base58(),
+                        user: None,
+                        name: self.name.clone(),
+                    },
+                    sent_at: message.sent_at,
+                    text: message.text.clone(),
+                    encrypted: false,
+                    recalled: false,
+                    notify: false,
+                    outgoing: true,
+                    delivery: DeliveryState::Pending,
+                }));
+                match to.peer_id() {
+                    Some(peer) => {
+                        self.outbox.entry(peer).or_default().push_back(message);
+                        self.flush_outbox(peer);
+                    }
+                    None => self.publish_broadcast(message),
+                }
+            }
+            StoreDone::Inbound {
+                peer,
+                message,
+                channel,
+                result,
+            } => {
+                let response = match &result {
+                    Ok(_) => DirectResponse::Ack { id: message.id },
+                    Err(e) => {
+                        tracing::error!("cannot store a message from {peer}: {e}");
+                        DirectResponse::Rejected {
+                            id: Some(message.id),
+                            reason: RejectReason::StorageFailed,
+                        }
+                    }
+                };
+                if self.swarm.behaviour_mut().direct.send_response(channel, response).is_err() {
+                    tracing::debug!("{peer} went away before its ack");
+                }
+                if let Ok(Inserted::New) = result {
+                    self.emit_incoming(peer, Conversation::peer(&peer), message);
+                }
+            }
+            StoreDone::Broadcast {
+                author,
+                message,
+                result,
+            } => match result {
+                Ok(Inserted::New) => self.emit_incoming(author, Conversation::Broadcast, message),
+                Ok(Inserted::Duplicate) => {}
+                Err(e) => tracing::error!("cannot store a broadcast from {author}: {e}"),
+            },
+            StoreDone::Nothing => {}
+        }
+    }
+
+    fn emit_incoming(&mut self, author: PeerId, conversation: Conversation, message: ChatMessage) {
+        if let Some(entry) = self.peers.get_mut(&author) {
+            entry.name = Some(message.sender_name.clone());
+        }
+        self.emit(Event::Message(Message {
+            id: message.id,
+            conversation,
+            from: Sender {
+                peer_id: author.to_base58(),
+                user: None,
+                name: message.sender_name,
+            },
+            sent_at: message.sent_at,
+            text: message.text,
+            encrypted: false,
+            recalled: false,
+            notify: true,
+            outgoing: false,
+            delivery: DeliveryState::Delivered,
+        }));
+    }
+
+    fn set_delivery(&mut self, id: MessageId, state: DeliveryState) {
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            if let Err(e) = store.set_delivery(id, state).await {
+                tracing::warn!("cannot record delivery of {id}: {e}");
+            }
+            StoreDone::Nothing
+        });
+        self.emit(Event::Delivery { id, state });
+    }
+
+    // ---- outgoing traffic -----------------------------------------------------------------
+
+    /// Sends what waits for `peer` if it is connected, or dials it if addresses are known.
+    fn flush_outbox(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) {
+            if self.outbox.get(&peer).is_some_and(|q| !q.is_empty()) {
+                let opts = DialOpts::peer_id(peer)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!("cannot dial {peer} for its outbox yet: {e}");
+                }
+            }
+            return;
+        }
+        let Some(queue) = self.outbox.remove(&peer) else {
+            return;
+        };
+        for message in queue {
+            let request = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_request(&peer, DirectRequest::Chat(message.clone()));
+            self.in_flight.insert(request, (peer, message));
+        }
+    }
+
+    fn publish_broadcast(&mut self, message: ChatMessage) {
+        let id = message.id;
+        let bytes = match encode(&GossipFrame::Chat(message.clone())) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode broadcast {id}: {e}");
+                return;
+            }
+        };
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+            Ok(_) => self.set_delivery(id, DeliveryState::Sent),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                tracing::debug!("no subscriber yet; broadcast {id} waits");
+                self.queued_broadcasts.push_back(message);
+            }
+            Err(gossipsub::PublishError::Duplicate) => {}
+            Err(e) => {
+                tracing::warn!("broadcast {id} not published ({e}); will retry");
+                self.queued_broadcasts.push_back(message);
+            }
+        }
+    }
+
+    fn handle_retry(&mut self) {
+        let waiting: Vec<PeerId> = self.outbox.keys().copied().collect();
+        for peer in waiting {
+            self.flush_outbox(peer);
+        }
+        self.publish_queued_broadcasts();
+    }
+
+    fn publish_queued_broadcasts(&mut self) {
+        let queued = std::mem::take(&mut self.queued_broadcasts);
+        for message in queued {
+            self.publish_broadcast(message);
+        }
+    }
+
+    // ---- discovery ------------------------------------------------------------------------
+
+    fn handle_discovered(&mut self, found: Discovered) {
+        match found {
+            Discovered::Found {
+                peer_id,
+                name,
+                addrs,
+            } => {
+                tracing::debug!("mDNS found {peer_id} ({name}) at {addrs:?}");
+                let entry = self
+                    .peers
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerEntry::new(PeerSource::Mdns));
+                if entry.connections == 0 {
+                    entry.source = PeerSource::Mdns;
+                }
+                if entry.name.is_none() && !name.is_empty() {
+                    entry.name = Some(name);
+                }
+                for addr in &addrs {
+                    entry.add_addr(addr.clone());
+                }
+                if !self.swarm.is_connected(&peer_id) {
+                    let opts = DialOpts::peer_id(peer_id)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!("cannot dial {peer_id} found by mDNS: {e}");
+                    }
+                }
+                self.remember_peer(peer_id);
+            }
+            Discovered::Expired { peer_id } => {
+                if let Some(entry) = self.peers.get_mut(&peer_id) {
+                    if entry.reported {
+                        entry.reported = false;
+                        self.emit(Event::PeerLost {
+                            peer_id: peer_id.to_base58(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember_peer(&mut self, peer_id: PeerId) {
+        let Some(entry) = self.peers.get(&peer_id) else {
+            return;
+        };
+        let known = KnownPeer {
+            peer_id: peer_id.to_base58(),
+            name: entry.name.clone(),
+            addrs: entry.addrs.iter().map(ToString::to_string).collect(),
+            source: entry.source,
+        };
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            if let Err(e) = store.put_peer(known).await {
+                tracing::warn!("cannot remember peer: {e}");
+            }
+            StoreDone::Nothing
+        });
+    }
+
+    // ---- swarm events ---------------------------------------------------------------------
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(e)) => self.handle_direct(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.handle_identified(peer_id, info),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!("listening on {address}");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+                self.listeners.remove(&listener_id);
+                if self.listeners.is_empty() {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Ok(()));
+                    }
+                }
+                self.advertise();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.listener_failed(listener_id, format!("{reason:?}")),
+            SwarmEvent::ListenerError { listener_id, error } => {
+                self.listener_failed(listener_id, error.to_string())
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => self.handle_connected(peer_id, connection_id, endpoint, num_established.get()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => self.handle_disconnected(peer_id, num_established),
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!("dial to {peer_id:?} failed: {error}");
+                if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(DialError::Unreachable {
+                        addr,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            other => tracing::trace!("ignored swarm event {other:?}"),
+        }
+    }
+
+    fn listener_failed(&mut self, listener: ListenerId, reason: String) {
+        if let Some(addr) = self.listeners.remove(&listener) {
+            tracing::error!("listener on {addr} failed: {reason}");
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Err(StartError::Listen {
+                    addr: addr.to_string(),
+                    reason,
+                }));
+            }
+        }
+    }
+
+    /// Advertises over mDNS once a TCP port is known.
+    fn advertise(&mut self) {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return;
+        };
+        let mut tcp = None;
+        let mut quic = None;
+        for addr in &self.listen_addrs {
+            let parts: Vec<Protocol> = addr.iter().collect();
+            match parts.as_slice() {
+                [_, Protocol::Tcp(port)] => tcp = tcp.or(Some(*port)),
+                [_, Protocol::Udp(port), Protocol::QuicV1] => quic = quic.or(Some(*port)),
+                _ => {}
+            }
+        }
+        if let Some(tcp) = tcp {
+            discovery.advertise(tcp, quic);
+        }
+    }
+
+    fn handle_connected(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: ConnectedPoint,
+        established: u32,
+    ) {
+        tracing::debug!("connected to {peer} ({established} connections)");
+        let entry = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerEntry::new(PeerSource::Dial));
+        entry.connections = established;
+        if let Some((_, reply)) = self.pending_dials.remove(&connection) {
+            entry.source = PeerSource::Dial;
+            let _ = reply.send(Ok(peer.to_base58()));
+        }
+        if let ConnectedPoint::Dialer { address, .. } = endpoint {
+            let (bare, _) = without_p2p(&address);
+            entry.add_addr(bare);
+        }
+        self.flush_outbox(peer);
+        if !self.queued_broadcasts.is_empty() {
+            self.publish_queued_broadcasts();
+        }
+    }
+
+    fn handle_disconnected(&mut self, peer: PeerId, remaining: u32) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        entry.connections = remaining;
+        if remaining == 0 && entry.reported {
+            entry.reported = false;
+            self.emit(Event::PeerLost {
+                peer_id: peer.to_base58(),
+            });
+        }
+    }
+
+    fn handle_identified(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocol_version != IDENTIFY_PROTOCOL {
+            tracing::debug!("{peer} is not a Confab peer ({})", info.protocol_version);
+            return;
+        }
+        let name = net::name_from_agent(&info.agent_version).map(str::to_owned);
+        let entry = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerEntry::new(PeerSource::Dial));
+        if let Some(name) = name {
+            entry.name = Some(name);
+        }
+        let mut added = Vec::new();
+        for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+            if entry.add_addr(addr.clone()) {
+                added.push(addr);
+            }
+        }
+        let newly_reported = !entry.reported;
+        entry.reported = true;
+        let (display, source) = (entry.name.clone().unwrap_or_default(), entry.source);
+        for addr in added {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        if newly_reported {
+            self.emit(Event::PeerDiscovered {
+                peer_id: peer.to_base58(),
+                name: display,
+                source,
+            });
+        }
+        self.remember_peer(peer);
+    }
+
+    fn handle_direct(&mut self, event: request_response::Event<DirectRequest, DirectResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.handle_direct_request(peer, request, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some((_, message)) = self.in_flight.remove(&request_id) else {
+                    return;
+                };
+                match response {
+                    DirectResponse::Ack { id } if id == message.id => {
+                        self.set_delivery(id, DeliveryState::Sent);
+                        // The peer is the receiving device itself.
+                        self.set_delivery(id, DeliveryState::Delivered);
+                    }
+                    DirectResponse::Rejected {
+                        reason: RejectReason::StorageFailed,
+                        ..
+                    } => {
+                        tracing::warn!("{peer} could not store {}; will retry", message.id);
+                        self.outbox.entry(peer).or_default().push_back(message);
+                    }
+                    other => {
+                        tracing::warn!("{peer} refused {}: {other:?}", message.id);
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, message)) = self.in_flight.remove(&request_id) {
+                    tracing::debug!("sending {} to {peer} failed ({error}); will retry", message.id);
+                    self.outbox.entry(peer).or_default().push_back(message);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!("inbound direct stream from {peer} failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_direct_request(
+        &mut self,
+        peer: PeerId,
+        request: DirectRequest,
+        channel: ResponseChannel<DirectResponse>,
+    ) {
+        let reject = |reason| DirectResponse::Rejected { id: None, reason };
+        let message = match request {
+            DirectRequest::Chat(message) => message,
+            _ => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(RejectReason::Unsupported));
+                return;
+            }
+        };
+        if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, reject(RejectReason::StorageFailed));
+            return;
+        }
+        let record = StoredMessage {
+            id: message.id,
+            conversation: Conversation::peer(&peer).to_string(),
+            from_peer: peer.to_base58(),
+            from_name: message.sender_name.clone(),
+            sent_at: message.sent_at,
+            text: message.text.clone(),
+            outgoing: false,
+            delivery: DeliveryState::Delivered,
+            seq: 0,
+        };
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            let result = store.insert_message(record, None).await;
+            StoreDone::Inbound {
+                peer,
+                message,
+                channel,
+                result,
+            }
+        });
+    }
+
+    fn handle_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let verdict = match (message.source, decode::<GossipFrame>(&message.data)) {
+                    (Some(author), Ok(GossipFrame::Chat(chat)))
+                        if message.topic == self.topic.hash() && author != self.local_peer =>
+                    {
+                        self.store_broadcast(author, chat);
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    (_, Ok(_)) => gossipsub::MessageAcceptance::Ignore,
+                    (_, Err(e)) => {
+                        tracing::debug!("rejecting gossip from {propagation_source}: {e}");
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::debug!("{peer_id} subscribed to {topic}");
+                if topic == self.topic.hash() && !self.queued_broadcasts.is_empty() {
+                    self.publish_queued_broadcasts();
+                }
+            }
+            other => tracing::trace!("gossipsub: {other:?}"),
+        }
+    }
+
+    fn store_broadcast(&mut self, author: PeerId, message: ChatMessage) {
+        if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
+            tracing::warn!("store busy; dropping broadcast {} from {author}", message.id);
+            return;
+        }
+        let record = StoredMessage {
+            id: message.id,
+            conversation: Conversation::Broadcast.to_string(),
+            from_peer: author.to_base58(),
+            from_name: message.sender_name.clone(),
+            sent_at: message.sent_at,
+            text: message.text.clone(),
+            outgoing: false,
+            delivery: DeliveryState::Delivered,
+            seq: 0,
+        };
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            let result = store.insert_message(record, None).await;
+            StoreDone::Broadcast {
+                author,
+                message,
+                result,
+            }
+        });
+    }
+}

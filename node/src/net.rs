@@ -1,0 +1,157 @@
+//! libp2p plumbing shared by nodes and `confab-bootstrap`: the transport stack, the
+//! `/confab/direct/1` codec, and the gossipsub and identify settings. Front-ends do not use this.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::time::Duration;
+
+use confab_protocol::{DirectRequest, DirectResponse, GossipFrame, Wire, decode, encode};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, Swarm, gossipsub, identity, noise, tcp, yamux};
+
+/// The identify protocol version every Confab peer announces; peers announcing another are not
+/// treated as Confab peers.
+pub const IDENTIFY_PROTOCOL: &str = "/confab/1";
+
+/// The agent string a node announces: `confab/<version> <display name>`.
+pub fn agent_version(name: &str) -> String {
+    format!("confab/{} {name}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The display name inside an agent string from [`agent_version`].
+pub fn name_from_agent(agent: &str) -> Option<&str> {
+    let rest = agent.strip_prefix("confab/")?;
+    rest.split_once(' ').map(|(_, name)| name).filter(|n| !n.is_empty())
+}
+
+/// Builds a swarm listening-ready on TCP and QUIC, with noise and yamux, around `behaviour`.
+pub fn build_swarm<B: NetworkBehaviour>(
+    keypair: identity::Keypair,
+    idle_timeout: Duration,
+    behaviour: impl FnOnce(&identity::Keypair) -> B,
+) -> Result<Swarm<B>, String> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| e.to_string())?
+        .with_quic()
+        .with_behaviour(|key| behaviour(key))
+        .map_err(|e| e.to_string())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build())
+}
+
+/// The gossipsub message id: author + Confab message id, so that the same text sent twice is two
+/// messages and one message relayed twice is one. Frames that do not decode (they will be
+/// rejected by validation) get a hash of their bytes.
+pub fn gossip_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    if let (Some(source), Ok(GossipFrame::Chat(chat))) =
+        (message.source, decode::<GossipFrame>(&message.data))
+    {
+        let mut id = source.to_bytes();
+        id.extend_from_slice(chat.id.as_bytes());
+        return gossipsub::MessageId::new(&id);
+    }
+    let mut hasher = DefaultHasher::new();
+    message.data.hash(&mut hasher);
+    message.source.hash(&mut hasher);
+    message.sequence_number.hash(&mut hasher);
+    gossipsub::MessageId::new(&hasher.finish().to_be_bytes())
+}
+
+/// Gossipsub as Confab uses it: signed messages only, strict validation, every message checked by
+/// the application before it is forwarded, ids from [`gossip_message_id`].
+pub fn gossipsub_config(heartbeat: Duration) -> Result<gossipsub::Config, String> {
+    gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // The frame plus the envelope (signature, key, topic).
+        .max_transmit_size(GossipFrame::MAX_SIZE + 4096)
+        .message_id_fn(gossip_message_id)
+        .heartbeat_interval(heartbeat)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The `/confab/direct/1` codec: the writer sends one frame and closes its side; the reader reads
+/// at most the frame kind's limit plus one byte, so an oversized or malformed frame fails the
+/// stream (libp2p resets it) without touching the rest of the connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectCodec;
+
+async fn read_frame<T: Wire, R: AsyncRead + Unpin + Send>(io: &mut R) -> io::Result<T> {
+    let mut buf = Vec::new();
+    io.take(T::MAX_SIZE as u64 + 1).read_to_end(&mut buf).await?;
+    decode::<T>(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_frame<T: Wire, W: AsyncWrite + Unpin + Send>(io: &mut W, value: &T) -> io::Result<()> {
+    let bytes = encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl libp2p::request_response::Codec for DirectCodec {
+    type Protocol = StreamProtocol;
+    type Request = DirectRequest;
+    type Response = DirectResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DirectRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<DirectResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: DirectRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: DirectResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_strings_carry_the_name() {
+        assert_eq!(name_from_agent(&agent_version("Ann Lee")), Some("Ann Lee"));
+        assert_eq!(name_from_agent("rust-libp2p/0.1"), None);
+        assert_eq!(name_from_agent("confab/0.1.0 "), None);
+    }
+}

@@ -1,0 +1,589 @@
+//! The node's local store: one redb file (`confab.redb`) owned by one actor thread.
+//!
+//! Writes are group-committed: the actor takes every request waiting in its queue (up to
+//! [`STORE_BATCH`]), applies them in one write transaction and commits once, so throughput under
+//! load is not one fsync per message. A batch is committed durably when any request in it needs
+//! durability (a message: nothing is acknowledged before it is on disk); bookkeeping such as
+//! delivery states and peer addresses rides along or is committed without fsync and made durable by
+//! the next durable commit or the flush at shutdown.
+//!
+//! Tables (the version is part of each name, so a format change is a new table):
+//! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number.
+//! - `messages_v1`: `message id -> record` (CBOR): deduplication and lookup.
+//! - `history_v1`: `(conversation, seq) -> message id`: each conversation in local order.
+//! - `outbox_v1`: `message id -> peer id`: direct messages not yet acknowledged.
+//! - `peers_v1`: `peer id -> record` (CBOR): peers seen, their names and addresses.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use confab_protocol::MessageId;
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{DeliveryState, PeerSource};
+use crate::config::limits::{STORE_BATCH, STORE_QUEUE};
+use crate::error::StoreError;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages_v1");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history_v1");
+const OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("outbox_v1");
+const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers_v1");
+
+const KEY_IDENTITY: &str = "identity";
+const KEY_NAME: &str = "name";
+const KEY_NEXT_SEQ: &str = "next_seq";
+
+/// The file name of the store inside the data dir.
+pub(crate) const STORE_FILE: &str = "confab.redb";
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredMessage {
+    pub id: MessageId,
+    /// The conversation address as seen by this node.
+    pub conversation: String,
+    pub from_peer: String,
+    pub from_name: String,
+    pub sent_at: u64,
+    pub text: Option<String>,
+    pub outgoing: bool,
+    pub delivery: DeliveryState,
+    /// Local order, assigned at insertion.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// A peer as remembered across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KnownPeer {
+    pub peer_id: String,
+    pub name: Option<String>,
+    pub addrs: Vec<String>,
+    pub source: PeerSource,
+}
+
+/// What opening the store found.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// The node's keypair (libp2p protobuf encoding).
+    pub identity: Vec<u8>,
+    pub name: Option<String>,
+    pub peers: Vec<KnownPeer>,
+}
+
+/// The result of inserting a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    New,
+    Duplicate,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Request {
+    InsertMessage {
+        record: Box<StoredMessage>,
+        outbox_peer: Option<String>,
+        reply: Reply<Inserted>,
+    },
+    SetDelivery {
+        id: MessageId,
+        state: DeliveryState,
+        reply: Reply<()>,
+    },
+    PutPeer {
+        peer: KnownPeer,
+        reply: Reply<()>,
+    },
+    SetName {
+        name: String,
+        reply: Reply<()>,
+    },
+    History {
+        conversation: String,
+        limit: usize,
+        reply: Reply<Vec<StoredMessage>>,
+    },
+    Outbox {
+        reply: Reply<Vec<(String, StoredMessage)>>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+impl Request {
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::InsertMessage { .. }
+                | Request::SetDelivery { .. }
+                | Request::PutPeer { .. }
+                | Request::SetName { .. }
+        )
+    }
+
+    fn needs_durability(&self) -> bool {
+        matches!(self, Request::InsertMessage { .. } | Request::SetName { .. })
+    }
+}
+
+/// The handle to the store actor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    requests: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::InsertMessage { .. } => "InsertMessage",
+            Request::SetDelivery { .. } => "SetDelivery",
+            Request::PutPeer { .. } => "PutPeer",
+            Request::SetName { .. } => "SetName",
+            Request::History { .. } => "History",
+            Request::Outbox { .. } => "Outbox",
+            Request::Close { .. } => "Close",
+        })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir` on its own thread. `fresh_identity` is kept as the
+    /// node's key if none is stored yet.
+    pub(crate) async fn open(
+        data_dir: &Path,
+        fresh_identity: Vec<u8>,
+    ) -> Result<(Store, Opened), StoreError> {
+        let path = data_dir.join(STORE_FILE);
+        let (tx, rx) = mpsc::channel(STORE_QUEUE);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        thread::Builder::new()
+            .name("confab-store".into())
+            .spawn(move || match open_db(&path, fresh_identity) {
+                Ok((db, opened)) => {
+                    let _ = opened_tx.send(Ok(opened));
+                    Actor { db }.run(rx);
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Database(format!("cannot start the store thread: {e}")))?;
+        let opened = opened_rx.await.map_err(|_| StoreError::Closed)??;
+        Ok((Store { requests: tx }, opened))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a message durably, unless one with its id is already stored. With `outbox_peer`,
+    /// the message is also queued for delivery to that peer.
+    pub(crate) async fn insert_message(
+        &self,
+        record: StoredMessage,
+        outbox_peer: Option<String>,
+    ) -> Result<Inserted, StoreError> {
+        self.call(|reply| Request::InsertMessage {
+            record: Box::new(record),
+            outbox_peer,
+            reply,
+        })
+        .await
+    }
+
+    /// Records a delivery state (never moving backwards) and leaves the outbox once sent.
+    pub(crate) async fn set_delivery(
+        &self,
+        id: MessageId,
+        state: DeliveryState,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SetDelivery { id, state, reply })
+            .await
+    }
+
+    /// Remembers a peer.
+    pub(crate) async fn put_peer(&self, peer: KnownPeer) -> Result<(), StoreError> {
+        self.call(|reply| Request::PutPeer { peer, reply }).await
+    }
+
+    /// Remembers the display name.
+    pub(crate) async fn set_name(&self, name: String) -> Result<(), StoreError> {
+        self.call(|reply| Request::SetName { name, reply }).await
+    }
+
+    /// The last `limit` messages of a conversation, oldest first.
+    pub(crate) async fn history(
+        &self,
+        conversation: String,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.call(|reply| Request::History {
+            conversation,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Every direct message not yet acknowledged, with its peer, oldest first.
+    pub(crate) async fn outbox(&self) -> Result<Vec<(String, StoredMessage)>, StoreError> {
+        self.call(|reply| Request::Outbox { reply }).await
+    }
+
+    /// Makes everything durable and stops the actor.
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        self.call(|reply| Request::Close { reply }).await
+    }
+}
+
+fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened), StoreError> {
+    let db = Database::create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+        other => StoreError::Database(format!("{}: {other}", path.display())),
+    })?;
+    let txn = db.begin_write()?;
+    let opened = {
+        let mut meta = txn.open_table(META)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(HISTORY)?;
+        txn.open_table(OUTBOX)?;
+        let peers_table = txn.open_table(PEERS)?;
+        let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
+        let identity = match stored {
+            Some(v) => v,
+            None => {
+                meta.insert(KEY_IDENTITY, fresh_identity.as_slice())?;
+                fresh_identity
+            }
+        };
+        let name = meta
+            .get(KEY_NAME)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        let mut peers = Vec::new();
+        for entry in peers_table.iter()? {
+            let (_, v) = entry?;
+            match cbor4ii::serde::from_slice::<KnownPeer>(v.value()) {
+                Ok(p) => peers.push(p),
+                Err(e) => tracing::warn!("skipping unreadable peer record: {e:?}"),
+            }
+        }
+        Opened {
+            identity,
+            name,
+            peers,
+        }
+    };
+    txn.commit()?;
+    Ok((db, opened))
+}
+
+fn to_cbor<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| StoreError::Database(format!("{e:?}")))
+}
+
+fn from_cbor<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{e:?}")))
+}
+
+struct Actor {
+    db: Database,
+}
+
+/// The outcome of one write inside a batch, sent once the batch is committed.
+enum Done {
+    Inserted(Reply<Inserted>, Inserted),
+    Unit(Reply<()>),
+}
+
+impl Actor {
+    fn run(self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < STORE_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let (writes, others): (Vec<_>, Vec<_>) = batch.into_iter().partition(Request::is_write);
+            if !writes.is_empty() {
+                self.commit_batch(writes);
+            }
+            for request in others {
+                if let Request::Close { reply } = request {
+                    let _ = reply.send(self.flush());
+                    return;
+                }
+                self.answer(request);
+            }
+        }
+        if let Err(e) = self.flush() {
+            tracing::error!("final store flush failed: {e}");
+        }
+    }
+
+    fn commit_batch(&self, writes: Vec<Request>) {
+        let durable = writes.iter().any(Request::needs_durability);
+        let mut done = Vec::with_capacity(writes.len());
+        let result = (|| -> Result<(), StoreError> {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?;
+            for request in writes {
+                match request {
+                    Request::InsertMessage {
+                        record,
+                        outbox_peer,
+                        reply,
+                    } => match insert_message(&txn, *record, outbox_peer) {
+                        Ok(outcome) => done.push(Done::Inserted(reply, outcome)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    },
+                    Request::SetDelivery { id, state, reply } => {
+                        set_delivery(&txn, id, state)?;
+                        done.push(Done::Unit(reply));
+                    }
+                    Request::PutPeer { peer, reply } => {
+                        txn.open_table(PEERS)?
+                            .insert(peer.peer_id.as_str(), to_cbor(&peer)?.as_slice())?;
+                        done.push(Done::Unit(reply));
+                    }
+                    Request::SetName { name, reply } => {
+                        txn.open_table(META)?.insert(KEY_NAME, name.as_bytes())?;
+                        done.push(Done::Unit(reply));
+                    }
+                    // `run` partitions the batch: only writes reach this point.
+                    Request::History { .. } | Request::Outbox { .. } | Request::Close { .. } => {}
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                for d in done {
+                    match d {
+                        Done::Inserted(reply, outcome) => {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                        Done::Unit(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("store commit failed: {e}");
+                for d in done {
+                    match d {
+                        Done::Inserted(reply, _) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Done::Unit(reply) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&self, request: Request) {
+        match request {
+            Request::History {
+                conversation,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.history(&conversation, limit));
+            }
+            Request::Outbox { reply } => {
+                let _ = reply.send(self.outbox());
+            }
+            other => tracing::error!("store request {other:?} routed as a read"),
+        }
+    }
+
+    fn history(&self, conversation: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let history = txn.open_table(HISTORY)?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for entry in history
+            .range((conversation, 0)..=(conversation, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (_, id) = entry?;
+            if let Some(record) = messages.get(id.value())? {
+                out.push(from_cbor::<StoredMessage>(record.value())?);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn outbox(&self) -> Result<Vec<(String, StoredMessage)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter()? {
+            let (id, peer) = entry?;
+            if let Some(record) = messages.get(id.value())? {
+                out.push((peer.value().to_owned(), from_cbor(record.value())?));
+            }
+        }
+        out.sort_by_key(|(_, m): &(String, StoredMessage)| m.seq);
+        Ok(out)
+    }
+
+    /// A durable commit, which also makes every earlier non-durable commit durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn insert_message(
+    txn: &WriteTransaction,
+    mut record: StoredMessage,
+    outbox_peer: Option<String>,
+) -> Result<Inserted, StoreError> {
+    let mut messages = txn.open_table(MESSAGES)?;
+    let id = *record.id.as_bytes();
+    if messages.get(id.as_slice())?.is_some() {
+        return Ok(Inserted::Duplicate);
+    }
+    let mut meta = txn.open_table(META)?;
+    let seq = match meta.get(KEY_NEXT_SEQ)? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("next_seq is not 8 bytes".into()))?;
+            u64::from_be_bytes(bytes)
+        }
+        None => 1,
+    };
+    meta.insert(KEY_NEXT_SEQ, (seq + 1).to_be_bytes().as_slice())?;
+    record.seq = seq;
+    messages.insert(id.as_slice(), to_cbor(&record)?.as_slice())?;
+    txn.open_table(HISTORY)?
+        .insert((record.conversation.as_str(), seq), id.as_slice())?;
+    if let Some(peer) = outbox_peer {
+        txn.open_table(OUTBOX)?.insert(id.as_slice(), peer.as_str())?;
+    }
+    Ok(Inserted::New)
+}
+
+fn set_delivery(
+    txn: &WriteTransaction,
+    id: MessageId,
+    state: DeliveryState,
+) -> Result<(), StoreError> {
+    let key = *id.as_bytes();
+    let mut messages = txn.open_table(MESSAGES)?;
+    let record = match messages.get(key.as_slice())? {
+        Some(v) => from_cbor::<StoredMessage>(v.value())?,
+        None => return Ok(()),
+    };
+    if state > record.delivery {
+        let updated = StoredMessage {
+            delivery: state,
+            ..record
+        };
+        messages.insert(key.as_slice(), to_cbor(&updated)?.as_slice())?;
+    }
+    if state >= DeliveryState::Sent {
+        txn.open_table(OUTBOX)?.remove(key.as_slice())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(conversation: &str, text: &str) -> StoredMessage {
+        StoredMessage {
+            id: MessageId::random(),
+            conversation: conversation.into(),
+            from_peer: "p".into(),
+            from_name: "n".into(),
+            sent_at: 1,
+            text: Some(text.into()),
+            outgoing: false,
+            delivery: DeliveryState::Delivered,
+            seq: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_are_deduplicated_ordered_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opened) = Store::open(dir.path(), vec![1, 2, 3]).await.unwrap();
+        assert_eq!(opened.identity, vec![1, 2, 3]);
+        let first = record("peer:a", "one");
+        assert_eq!(store.insert_message(first.clone(), None).await.unwrap(), Inserted::New);
+        assert_eq!(store.insert_message(first.clone(), None).await.unwrap(), Inserted::Duplicate);
+        // Many concurrent inserts land in few commits and keep their order per conversation.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.insert_message(record("peer:b", &i.to_string()), None).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), Inserted::New);
+        }
+        let out = record("peer:a", "two");
+        store.insert_message(out.clone(), Some("a".into())).await.unwrap();
+        assert_eq!(store.outbox().await.unwrap().len(), 1);
+        store.set_delivery(out.id, DeliveryState::Sent).await.unwrap();
+        assert!(store.outbox().await.unwrap().is_empty());
+        store.close().await.unwrap();
+        drop(store);
+
+        let (store, opened) = Store::open(dir.path(), vec![9]).await.unwrap();
+        assert_eq!(opened.identity, vec![1, 2, 3], "the first key is kept");
+        let a = store.history("peer:a".into(), 100).await.unwrap();
+        assert_eq!(a.iter().map(|m| m.text.as_deref().unwrap()).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(a[1].delivery, DeliveryState::Sent);
+        let b = store.history("peer:b".into(), 1000).await.unwrap();
+        assert_eq!(b.len(), 200);
+        assert!(b.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(store.history("peer:b".into(), 5).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let err = Store::open(dir.path(), vec![1]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
+    }
+}
