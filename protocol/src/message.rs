@@ -56,6 +56,7 @@ impl ChatMessage {
             Some(text) if text.len() > MAX_TEXT_BYTES => {
                 Err(InvalidMessage::TextTooLong(text.len()))
             }
+            Some(text) if text.trim().is_empty() => Err(InvalidMessage::Empty),
             Some(_) => Ok(()),
             None => Err(InvalidMessage::Empty),
         }
