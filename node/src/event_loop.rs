@@ -54,7 +54,12 @@ struct PeerEntry {
     addrs: Vec<Multiaddr>,
     source: PeerSource,
     connections: u32,
-    /// Identified as a Confab peer and reported with `PeerDiscovered` (and not lost since).
+    /// Identify said it is a Confab peer (on the current connections).
+    identified: bool,
+    /// It subscribed to the broadcast topic (so it is in, or can join, our gossip mesh).
+    subscribed: bool,
+    /// Reported with `PeerDiscovered` (and not lost since): identified and subscribed, so a
+    /// direct message or a broadcast sent now reaches it.
     reported: bool,
 }
 
@@ -65,6 +70,8 @@ impl PeerEntry {
             addrs: Vec::new(),
             source,
             connections: 0,
+            identified: false,
+            subscribed: false,
             reported: false,
         }
     }
@@ -907,7 +914,12 @@ impl EventLoop {
             return;
         };
         entry.connections = remaining;
-        if remaining == 0 && entry.reported {
+        if remaining > 0 {
+            return;
+        }
+        entry.identified = false;
+        entry.subscribed = false;
+        if entry.reported {
             entry.reported = false;
             self.emit(Event::PeerLost {
                 peer_id: peer.to_base58(),
@@ -934,20 +946,29 @@ impl EventLoop {
                 added.push(addr);
             }
         }
-        let newly_reported = !entry.reported;
-        entry.reported = true;
-        let (display, source) = (entry.name.clone().unwrap_or_default(), entry.source);
+        entry.identified = true;
         for addr in added {
             self.swarm.add_peer_address(peer, addr);
         }
-        if newly_reported {
-            self.emit(Event::PeerDiscovered {
-                peer_id: peer.to_base58(),
-                name: display,
-                source,
-            });
-        }
+        self.report_if_ready(peer);
         self.remember_peer(peer);
+    }
+
+    /// Emits `PeerDiscovered` once a peer is both identified and subscribed to broadcasts.
+    fn report_if_ready(&mut self, peer: PeerId) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry.reported || !entry.identified || !entry.subscribed {
+            return;
+        }
+        entry.reported = true;
+        let event = Event::PeerDiscovered {
+            peer_id: peer.to_base58(),
+            name: entry.name.clone().unwrap_or_default(),
+            source: entry.source,
+        };
+        self.emit(event);
     }
 
     fn handle_direct(&mut self, event: request_response::Event<DirectRequest, DirectResponse>) {
@@ -1084,8 +1105,15 @@ impl EventLoop {
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 tracing::debug!("{peer_id} subscribed to {topic}");
-                if topic == self.topic.hash() && !self.queued_broadcasts.is_empty() {
-                    self.publish_queued_broadcasts();
+                if topic == self.topic.hash() {
+                    self.peers
+                        .entry(peer_id)
+                        .or_insert_with(|| PeerEntry::new(PeerSource::Dial))
+                        .subscribed = true;
+                    self.report_if_ready(peer_id);
+                    if !self.queued_broadcasts.is_empty() {
+                        self.publish_queued_broadcasts();
+                    }
                 }
             }
             other => tracing::trace!("gossipsub: {other:?}"),
