@@ -99,14 +99,35 @@ pub struct Bootstrap {
     pub peer_id: String,
     /// Its listen addresses, each ending in `/p2p/<peer id>`.
     pub listen_addrs: Vec<String>,
-    stop: mpsc::Sender<oneshot::Sender<()>>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Counters of a running bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Peers with an open connection.
+    pub connected_peers: usize,
+    /// Peers subscribed to the broadcast topic.
+    pub broadcast_subscribers: usize,
+}
+
+enum Command {
+    Stats(oneshot::Sender<Stats>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 impl Bootstrap {
+    /// The server's counters now; `None` once it has stopped.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Stops serving and closes the database; returns when done.
     pub async fn shutdown(self) {
         let (tx, rx) = oneshot::channel();
-        if self.stop.send(tx).await.is_ok() {
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -132,7 +153,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         ),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                .with_agent_version(format!("confab-bootstrap/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("{}{}", net::BOOTSTRAP_AGENT_PREFIX, env!("CARGO_PKG_VERSION"))),
         ),
         ping: ping::Behaviour::default(),
         gossipsub: gossipsub::Behaviour::new(
@@ -193,20 +214,36 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
             _ => {}
         }
     }
-    let (stop_tx, stop_rx) = mpsc::channel(1);
-    tokio::spawn(run(swarm, peer_id, stop_rx));
+    let (command_tx, command_rx) = mpsc::channel(16);
+    tokio::spawn(run(swarm, peer_id, command_rx));
     Ok(Bootstrap {
         peer_id: peer_id.to_base58(),
         listen_addrs,
-        stop: stop_tx,
+        commands: command_tx,
     })
 }
 
-async fn run(mut swarm: Swarm<Behaviour>, local: PeerId, mut stop: mpsc::Receiver<oneshot::Sender<()>>) {
+async fn run(mut swarm: Swarm<Behaviour>, local: PeerId, mut commands: mpsc::Receiver<Command>) {
+    let topic = gossipsub::IdentTopic::new(BROADCAST_TOPIC).hash();
     let done = loop {
         tokio::select! {
             event = swarm.select_next_some() => handle_event(&mut swarm, local, event),
-            request = stop.recv() => break request,
+            command = commands.recv() => match command {
+                Some(Command::Stats(reply)) => {
+                    let broadcast_subscribers = swarm
+                        .behaviour()
+                        .gossipsub
+                        .all_peers()
+                        .filter(|(_, topics)| topics.contains(&&topic))
+                        .count();
+                    let _ = reply.send(Stats {
+                        connected_peers: swarm.connected_peers().count(),
+                        broadcast_subscribers,
+                    });
+                }
+                Some(Command::Shutdown(reply)) => break Some(reply),
+                None => break None,
+            },
         }
     };
     drop(swarm);

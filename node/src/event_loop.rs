@@ -58,6 +58,8 @@ struct PeerEntry {
     identified: bool,
     /// It subscribed to the broadcast topic (so it is in, or can join, our gossip mesh).
     subscribed: bool,
+    /// A `confab-bootstrap` server, not a person: never listed or reported as a peer.
+    bootstrap: bool,
     /// Reported with `PeerDiscovered` (and not lost since): identified and subscribed, so a
     /// direct message or a broadcast sent now reaches it.
     reported: bool,
@@ -72,6 +74,7 @@ impl PeerEntry {
             connections: 0,
             identified: false,
             subscribed: false,
+            bootstrap: false,
             reported: false,
         }
     }
@@ -414,6 +417,7 @@ impl EventLoop {
                 let mut list: Vec<PeerInfo> = self
                     .peers
                     .iter()
+                    .filter(|(_, p)| !p.bootstrap)
                     .map(|(id, p)| PeerInfo {
                         peer_id: id.to_base58(),
                         name: p.name.clone(),
@@ -937,6 +941,7 @@ impl EventLoop {
             .peers
             .entry(peer)
             .or_insert_with(|| PeerEntry::new(PeerSource::Dial));
+        entry.bootstrap = info.agent_version.starts_with(net::BOOTSTRAP_AGENT_PREFIX);
         if let Some(name) = name {
             entry.name = Some(name);
         }
@@ -959,7 +964,7 @@ impl EventLoop {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
-        if entry.reported || !entry.identified || !entry.subscribed {
+        if entry.reported || entry.bootstrap || !entry.identified || !entry.subscribed {
             return;
         }
         entry.reported = true;

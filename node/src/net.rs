@@ -14,6 +14,9 @@ use libp2p::{StreamProtocol, Swarm, gossipsub, identity, noise, tcp, yamux};
 /// treated as Confab peers.
 pub const IDENTIFY_PROTOCOL: &str = "/confab/1";
 
+/// The start of the agent string of a `confab-bootstrap` server.
+pub const BOOTSTRAP_AGENT_PREFIX: &str = "confab-bootstrap/";
+
 /// The agent string a node announces: `confab/<version> <display name>`.
 pub fn agent_version(name: &str) -> String {
     format!("confab/{} {name}", env!("CARGO_PKG_VERSION"))
