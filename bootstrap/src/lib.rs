@@ -143,7 +143,8 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         .map_err(|e| StartError::Store(store::StoreError::Corrupt(e.to_string())))?;
     let peer_id = keypair.public().to_peer_id();
 
-    let gossip_config = net::gossipsub_config(Duration::from_secs(1)).map_err(StartError::Network)?;
+    let gossip_config =
+        net::gossipsub_config(Duration::from_secs(1)).map_err(StartError::Network)?;
     let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| Behaviour {
         limits: connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
@@ -152,8 +153,13 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
         ),
         identify: identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                .with_agent_version(format!("{}{}", net::BOOTSTRAP_AGENT_PREFIX, env!("CARGO_PKG_VERSION"))),
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public()).with_agent_version(
+                format!(
+                    "{}{}",
+                    net::BOOTSTRAP_AGENT_PREFIX,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ),
         ),
         ping: ping::Behaviour::default(),
         gossipsub: gossipsub::Behaviour::new(
@@ -171,10 +177,12 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
 
     let mut pending = std::collections::HashMap::new();
     for text in &config.listen {
-        let addr: Multiaddr = text.parse().map_err(|e: libp2p::multiaddr::Error| StartError::BadAddress {
-            addr: text.clone(),
-            reason: e.to_string(),
-        })?;
+        let addr: Multiaddr =
+            text.parse()
+                .map_err(|e: libp2p::multiaddr::Error| StartError::BadAddress {
+                    addr: text.clone(),
+                    reason: e.to_string(),
+                })?;
         let id = swarm.listen_on(addr).map_err(|e| StartError::Listen {
             addr: text.clone(),
             reason: e.to_string(),
@@ -267,11 +275,10 @@ fn handle_event(swarm: &mut Swarm<Behaviour>, local: PeerId, event: SwarmEvent<B
                 Ok(_) => gossipsub::MessageAcceptance::Ignore,
                 Err(_) => gossipsub::MessageAcceptance::Reject,
             };
-            swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                &message_id,
-                &propagation_source,
-                verdict,
-            );
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, verdict);
         }
         SwarmEvent::ConnectionEstablished { peer_id, .. } => {
             tracing::debug!("connected: {peer_id}")

@@ -7,7 +7,11 @@ use clap::Parser;
 use confab_bootstrap::{Config, DEFAULT_PORT};
 
 #[derive(Debug, Parser)]
-#[command(name = "confab-bootstrap", version, about = "The always-on Confab server")]
+#[command(
+    name = "confab-bootstrap",
+    version,
+    about = "The always-on Confab server"
+)]
 struct Cli {
     /// Where the server keeps its key and data
     #[arg(long, value_name = "DIR", default_value = "confab-bootstrap-data")]
@@ -35,9 +39,12 @@ async fn main() -> Result<()> {
     if !cli.listen.is_empty() {
         config.listen = cli.listen;
     }
-    let server = confab_bootstrap::start(config)
-        .await
-        .with_context(|| format!("starting on port {DEFAULT_PORT} with data dir {}", cli.data_dir.display()))?;
+    let server = confab_bootstrap::start(config).await.with_context(|| {
+        format!(
+            "starting on port {DEFAULT_PORT} with data dir {}",
+            cli.data_dir.display()
+        )
+    })?;
     for addr in &server.listen_addrs {
         println!("listening {addr}");
     }
@@ -53,14 +60,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot watch SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -9,7 +9,13 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_confab-bootstrap"))
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns"])
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--no-mdns",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -18,7 +24,9 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
     let mut listening = Vec::new();
     while listening.len() < 2 {
         let line = lines.next().expect("a listening line").unwrap();
-        let addr = line.strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        let addr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
         listening.push(addr.to_owned());
     }
     (child, listening)
@@ -29,7 +37,10 @@ fn peer_id(addr: &str) -> &str {
 }
 
 fn terminate(mut child: Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -46,8 +57,14 @@ fn terminate(mut child: Child) {
 fn prints_listening_lines_and_keeps_its_identity() {
     let dir = tempfile::tempdir().unwrap();
     let (child, first) = start(dir.path());
-    assert!(first.iter().any(|a| a.starts_with("/ip4/127.0.0.1/tcp/")), "{first:?}");
-    assert!(first.iter().any(|a| a.contains("/quic-v1/p2p/")), "{first:?}");
+    assert!(
+        first.iter().any(|a| a.starts_with("/ip4/127.0.0.1/tcp/")),
+        "{first:?}"
+    );
+    assert!(
+        first.iter().any(|a| a.contains("/quic-v1/p2p/")),
+        "{first:?}"
+    );
     let id = peer_id(&first[0]).to_owned();
     assert!(first.iter().all(|a| peer_id(a) == id));
     terminate(child);

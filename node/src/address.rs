@@ -102,7 +102,15 @@ mod tests {
         ] {
             assert_eq!(text.parse::<Conversation>().unwrap().to_string(), text);
         }
-        for bad in ["", "peer:", "peer:xyz", "bob", "mars:x", "user:a b", "broadcast:x"] {
+        for bad in [
+            "",
+            "peer:",
+            "peer:xyz",
+            "bob",
+            "mars:x",
+            "user:a b",
+            "broadcast:x",
+        ] {
             assert!(bad.parse::<Conversation>().is_err(), "{bad}");
         }
     }

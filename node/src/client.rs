@@ -198,12 +198,16 @@ impl Client {
 
     /// This node's identity and addresses.
     pub async fn whoami(&self) -> Result<WhoAmI, QueryError> {
-        self.ask(Command::WhoAmI).await.ok_or(QueryError::NodeStopped)
+        self.ask(Command::WhoAmI)
+            .await
+            .ok_or(QueryError::NodeStopped)
     }
 
     /// Every peer known, connected or not.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, QueryError> {
-        self.ask(Command::Peers).await.ok_or(QueryError::NodeStopped)
+        self.ask(Command::Peers)
+            .await
+            .ok_or(QueryError::NodeStopped)
     }
 
     /// Connects to a multiaddr and returns the peer id found there.

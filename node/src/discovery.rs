@@ -73,7 +73,8 @@ impl Discovery {
             props.push(("quic", q.to_string()));
         }
         // The host label must be unique on the link; the peer id's tail is.
-        let host = format!("confab-{}.local.", &peer[peer.len().saturating_sub(16)..]).to_lowercase();
+        let host =
+            format!("confab-{}.local.", &peer[peer.len().saturating_sub(16)..]).to_lowercase();
         let info = match ServiceInfo::new(SERVICE_TYPE, &peer, &host, "", tcp, &props[..]) {
             Ok(info) => info.enable_addr_auto(),
             Err(e) => {
@@ -93,10 +94,10 @@ impl Discovery {
 
     /// Says goodbye on the network (so peers see this node leave at once) and stops the daemon.
     pub(crate) async fn shutdown(self) {
-        if let Some((fullname, _, _)) = &self.registered {
-            if let Ok(rx) = self.daemon.unregister(fullname) {
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv_async()).await;
-            }
+        if let Some((fullname, _, _)) = &self.registered
+            && let Ok(rx) = self.daemon.unregister(fullname)
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv_async()).await;
         }
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv_async()).await;
@@ -123,7 +124,10 @@ async fn browse(
                 if peer_id == local || info.get_property_val_str("pv") != Some(DISCOVERY_VERSION) {
                     continue;
                 }
-                let mut name = info.get_property_val_str("name").unwrap_or_default().to_owned();
+                let mut name = info
+                    .get_property_val_str("name")
+                    .unwrap_or_default()
+                    .to_owned();
                 truncate(&mut name, MAX_NAME_BYTES);
                 let quic = info
                     .get_property_val_str("quic")
@@ -154,7 +158,11 @@ async fn browse(
 
 /// The multiaddrs to dial for a resolved service. IPv6 link-local addresses need a zone that
 /// multiaddr cannot carry, so they are skipped.
-fn dial_addresses(ips: impl Iterator<Item = IpAddr>, tcp: u16, quic: Option<u16>) -> Vec<Multiaddr> {
+fn dial_addresses(
+    ips: impl Iterator<Item = IpAddr>,
+    tcp: u16,
+    quic: Option<u16>,
+) -> Vec<Multiaddr> {
     let mut out = Vec::new();
     for ip in ips {
         let base = match ip {
@@ -188,7 +196,11 @@ mod tests {
 
     #[test]
     fn addresses_from_a_resolved_service() {
-        let ips = ["10.0.0.2".parse().unwrap(), "fe80::1".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let ips = [
+            "10.0.0.2".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+        ];
         let addrs = dial_addresses(ips.into_iter(), 4001, Some(4002));
         let text: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         assert!(text.contains(&"/ip4/10.0.0.2/tcp/4001".to_owned()));

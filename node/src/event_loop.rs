@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use confab_protocol::direct::{DIRECT_PROTOCOL, RejectReason};
 use confab_protocol::gossip::BROADCAST_TOPIC;
 use confab_protocol::limits::MAX_NAME_BYTES;
-use confab_protocol::{ChatMessage, DirectRequest, DirectResponse, GossipFrame, MessageId, decode, encode};
+use confab_protocol::{
+    ChatMessage, DirectRequest, DirectResponse, GossipFrame, MessageId, decode, encode,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -150,7 +152,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
 
     let listen = parse_addrs(&config.listen)?;
     let bootstrap = parse_addrs(&config.bootstrap)?;
-    let gossip_config = net::gossipsub_config(config.gossip_heartbeat).map_err(StartError::Network)?;
+    let gossip_config =
+        net::gossipsub_config(config.gossip_heartbeat).map_err(StartError::Network)?;
     let agent = net::agent_version(&name);
     let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| Behaviour {
         limits: connection_limits::Behaviour::new(
@@ -171,8 +174,11 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 .with_request_timeout(DIRECT_REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
         ),
-        gossipsub: gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
-            .expect("signed authenticity with a valid config always builds"),
+        gossipsub: gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .expect("signed authenticity with a valid config always builds"),
     })
     .map_err(StartError::Network)?;
 
@@ -185,10 +191,12 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
 
     let mut listeners = HashMap::new();
     for addr in listen {
-        let id = swarm.listen_on(addr.clone()).map_err(|e| StartError::Listen {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| StartError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         listeners.insert(id, addr);
     }
 
@@ -199,7 +207,11 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         };
         let mut entry = PeerEntry::new(known.source);
         entry.name = known.name;
-        for addr in known.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+        for addr in known
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+        {
             swarm.add_peer_address(peer_id, addr.clone());
             entry.add_addr(addr);
         }
@@ -220,7 +232,10 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
 
     let (discovery_tx, discovery_rx) = mpsc::channel(DISCOVERY_QUEUE);
     let discovery = if config.mdns {
-        Some(Discovery::start(local_peer, name.clone(), discovery_tx).map_err(StartError::Discovery)?)
+        Some(
+            Discovery::start(local_peer, name.clone(), discovery_tx)
+                .map_err(StartError::Discovery)?,
+        )
     } else {
         drop(discovery_tx);
         None
@@ -498,7 +513,9 @@ impl EventLoop {
         let outbox_peer = match &to {
             Conversation::Peer(_) => match to.peer_id() {
                 Some(p) if p == self.local_peer => {
-                    let _ = reply.send(Err(SendError::Invalid("that is this node's own address".into())));
+                    let _ = reply.send(Err(SendError::Invalid(
+                        "that is this node's own address".into(),
+                    )));
                     return;
                 }
                 Some(p) => Some(p.to_base58()),
@@ -602,7 +619,13 @@ impl EventLoop {
                         }
                     }
                 };
-                if self.swarm.behaviour_mut().direct.send_response(channel, response).is_err() {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, response)
+                    .is_err()
+                {
                     tracing::debug!("{peer} went away before its ack");
                 }
                 if let Ok(Inserted::New) = result {
@@ -692,7 +715,12 @@ impl EventLoop {
                 return;
             }
         };
-        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
             Ok(_) => self.set_delivery(id, DeliveryState::Sent),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 tracing::debug!("no subscriber yet; broadcast {id} waits");
@@ -735,9 +763,8 @@ impl EventLoop {
                     .peers
                     .entry(peer_id)
                     .or_insert_with(|| PeerEntry::new(PeerSource::Mdns));
-                if entry.connections == 0 {
-                    entry.source = PeerSource::Mdns;
-                }
+                // Found on the LAN, even if it happened to connect to us first.
+                entry.source = PeerSource::Mdns;
                 if entry.name.is_none() && !name.is_empty() {
                     entry.name = Some(name);
                 }
@@ -756,13 +783,13 @@ impl EventLoop {
                 self.remember_peer(peer_id);
             }
             Discovered::Expired { peer_id } => {
-                if let Some(entry) = self.peers.get_mut(&peer_id) {
-                    if entry.reported {
-                        entry.reported = false;
-                        self.emit(Event::PeerLost {
-                            peer_id: peer_id.to_base58(),
-                        });
-                    }
+                if let Some(entry) = self.peers.get_mut(&peer_id)
+                    && entry.reported
+                {
+                    entry.reported = false;
+                    self.emit(Event::PeerLost {
+                        peer_id: peer_id.to_base58(),
+                    });
                 }
             }
         }
@@ -807,10 +834,10 @@ impl EventLoop {
                     self.listen_addrs.push(address);
                 }
                 self.listeners.remove(&listener_id);
-                if self.listeners.is_empty() {
-                    if let Some(ready) = self.ready.take() {
-                        let _ = ready.send(Ok(()));
-                    }
+                if self.listeners.is_empty()
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(Ok(()));
                 }
                 self.advertise();
             }
@@ -866,8 +893,12 @@ impl EventLoop {
         }
     }
 
-    /// Advertises over mDNS once a TCP port is known.
+    /// Advertises over mDNS once every listener has its address (one registration, not one per
+    /// listener: each new registration restarts mDNS probing).
     fn advertise(&mut self) {
+        if !self.listeners.is_empty() {
+            return;
+        }
         let Some(discovery) = self.discovery.as_mut() else {
             return;
         };
@@ -1023,7 +1054,10 @@ impl EventLoop {
                 ..
             } => {
                 if let Some((_, message)) = self.in_flight.remove(&request_id) {
-                    tracing::debug!("sending {} to {peer} failed ({error}); will retry", message.id);
+                    tracing::debug!(
+                        "sending {} to {peer} failed ({error}); will retry",
+                        message.id
+                    );
                     self.outbox.entry(peer).or_default().push_back(message);
                 }
             }
@@ -1127,7 +1161,10 @@ impl EventLoop {
 
     fn store_broadcast(&mut self, author: PeerId, message: ChatMessage) {
         if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
-            tracing::warn!("store busy; dropping broadcast {} from {author}", message.id);
+            tracing::warn!(
+                "store busy; dropping broadcast {} from {author}",
+                message.id
+            );
             return;
         }
         let record = StoredMessage {

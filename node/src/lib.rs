@@ -29,8 +29,8 @@ mod store;
 
 pub use address::Conversation;
 pub use client::{Client, DeliveryState, Message, PeerInfo, PeerSource, Sender, WhoAmI};
-pub use config::Config;
 pub use confab_protocol::MessageId;
+pub use config::Config;
 pub use error::{DialError, QueryError, SendError, StartError, StoreError};
 pub use event::Event;
 

@@ -25,7 +25,9 @@ pub fn agent_version(name: &str) -> String {
 /// The display name inside an agent string from [`agent_version`].
 pub fn name_from_agent(agent: &str) -> Option<&str> {
     let rest = agent.strip_prefix("confab/")?;
-    rest.split_once(' ').map(|(_, name)| name).filter(|n| !n.is_empty())
+    rest.split_once(' ')
+        .map(|(_, name)| name)
+        .filter(|n| !n.is_empty())
 }
 
 /// Builds a swarm listening-ready on TCP and QUIC, with noise and yamux, around `behaviour`.
@@ -89,11 +91,16 @@ pub struct DirectCodec;
 
 async fn read_frame<T: Wire, R: AsyncRead + Unpin + Send>(io: &mut R) -> io::Result<T> {
     let mut buf = Vec::new();
-    io.take(T::MAX_SIZE as u64 + 1).read_to_end(&mut buf).await?;
+    io.take(T::MAX_SIZE as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
     decode::<T>(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-async fn write_frame<T: Wire, W: AsyncWrite + Unpin + Send>(io: &mut W, value: &T) -> io::Result<()> {
+async fn write_frame<T: Wire, W: AsyncWrite + Unpin + Send>(
+    io: &mut W,
+    value: &T,
+) -> io::Result<()> {
     let bytes = encode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     io.write_all(&bytes).await?;
     io.close().await

@@ -190,10 +190,12 @@ pub fn event_notification(event: &Event) -> Option<Value> {
 }
 
 fn param_str<'a>(params: &'a Value, name: &str) -> Result<&'a str, RpcError> {
-    params
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::new(codes::INVALID_PARAMS, format!("`{name}` (a string) is required")))
+    params.get(name).and_then(Value::as_str).ok_or_else(|| {
+        RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("`{name}` (a string) is required"),
+        )
+    })
 }
 
 fn parse_conversation(text: &str) -> Result<Conversation, RpcError> {
@@ -204,11 +206,16 @@ fn parse_conversation(text: &str) -> Result<Conversation, RpcError> {
 /// Runs one method. `shutdown` is handled by [`serve`] itself.
 pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value, RpcError> {
     if !(params.is_object() || params.is_null()) {
-        return Err(RpcError::new(codes::INVALID_PARAMS, "params must be an object (by name)"));
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "params must be an object (by name)",
+        ));
     }
     match method {
         "whoami" => Ok(whoami_json(&client.whoami().await?)),
-        "peers" => Ok(Value::Array(client.peers().await?.iter().map(peer_json).collect())),
+        "peers" => Ok(Value::Array(
+            client.peers().await?.iter().map(peer_json).collect(),
+        )),
         "dial" => {
             let addr = param_str(params, "addr")?;
             Ok(json!({ "peer_id": client.dial(addr).await? }))
@@ -236,7 +243,10 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
             let limit = match params.get("limit") {
                 None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    RpcError::new(codes::INVALID_PARAMS, "`limit` must be a non-negative integer")
+                    RpcError::new(
+                        codes::INVALID_PARAMS,
+                        "`limit` must be a non-negative integer",
+                    )
                 })? as usize,
             };
             let messages = client.history(&with, limit).await?;
@@ -256,13 +266,19 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
 fn response(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+        }
     }
 }
 
 /// A parsed request line.
 enum Parsed {
-    Call { id: Option<Value>, method: String, params: Value },
+    Call {
+        id: Option<Value>,
+        method: String,
+        params: Value,
+    },
     Bad(Value),
 }
 
@@ -272,21 +288,35 @@ fn parse_line(line: &[u8]) -> Parsed {
         Err(e) => {
             return Parsed::Bad(response(
                 Value::Null,
-                Err(RpcError::new(codes::PARSE_ERROR, format!("parse error: {e}"))),
+                Err(RpcError::new(
+                    codes::PARSE_ERROR,
+                    format!("parse error: {e}"),
+                )),
             ));
         }
     };
     let id = value.get("id").cloned();
-    let valid_id = matches!(id, None | Some(Value::Null | Value::Number(_) | Value::String(_)));
+    let valid_id = matches!(
+        id,
+        None | Some(Value::Null | Value::Number(_) | Value::String(_))
+    );
     let method = value.get("method").and_then(Value::as_str);
-    match (value.get("jsonrpc").and_then(Value::as_str), method, valid_id) {
+    match (
+        value.get("jsonrpc").and_then(Value::as_str),
+        method,
+        valid_id,
+    ) {
         (Some("2.0"), Some(method), true) => Parsed::Call {
             id,
             method: method.to_owned(),
             params: value.get("params").cloned().unwrap_or(Value::Null),
         },
         _ => Parsed::Bad(response(
-            if valid_id { id.unwrap_or(Value::Null) } else { Value::Null },
+            if valid_id {
+                id.unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            },
             Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 "not a JSON-RPC 2.0 request (needs \"jsonrpc\": \"2.0\" and a string \"method\")",
@@ -314,7 +344,10 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         let mut sink = Vec::new();
         loop {
             sink.clear();
-            let m = (&mut *input).take(64 * 1024).read_until(b'\n', &mut sink).await?;
+            let m = (&mut *input)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut sink)
+                .await?;
             if m == 0 || sink.last() == Some(&b'\n') {
                 break;
             }
@@ -339,10 +372,10 @@ where
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    if let Some(note) = event_notification(&event) {
-                        if forward_tx.send(note).await.is_err() {
-                            break;
-                        }
+                    if let Some(note) = event_notification(&event)
+                        && forward_tx.send(note).await.is_err()
+                    {
+                        break;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -411,7 +444,10 @@ where
     writer.await.map_err(std::io::Error::other)?
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut lines: mpsc::Receiver<Value>) -> std::io::Result<()> {
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut output: W,
+    mut lines: mpsc::Receiver<Value>,
+) -> std::io::Result<()> {
     while let Some(value) = lines.recv().await {
         let mut bytes = serde_json::to_vec(&value).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
@@ -430,8 +466,12 @@ mod tests {
 
     #[test]
     fn lines_are_classified() {
-        assert!(matches!(parse_line(b"{oops"), Parsed::Bad(v) if v["error"]["code"] == codes::PARSE_ERROR));
-        assert!(matches!(parse_line(b"[1,2]"), Parsed::Bad(v) if v["error"]["code"] == codes::INVALID_REQUEST));
+        assert!(
+            matches!(parse_line(b"{oops"), Parsed::Bad(v) if v["error"]["code"] == codes::PARSE_ERROR)
+        );
+        assert!(
+            matches!(parse_line(b"[1,2]"), Parsed::Bad(v) if v["error"]["code"] == codes::INVALID_REQUEST)
+        );
         assert!(matches!(
             parse_line(br#"{"jsonrpc":"2.0","id":{"x":1},"method":"peers"}"#),
             Parsed::Bad(v) if v["error"]["code"] == codes::INVALID_REQUEST && v["id"].is_null()

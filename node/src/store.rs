@@ -130,7 +130,10 @@ impl Request {
     }
 
     fn needs_durability(&self) -> bool {
-        matches!(self, Request::InsertMessage { .. } | Request::SetName { .. })
+        matches!(
+            self,
+            Request::InsertMessage { .. } | Request::SetName { .. }
+        )
     }
 }
 
@@ -494,7 +497,8 @@ fn insert_message(
     txn.open_table(HISTORY)?
         .insert((record.conversation.as_str(), seq), id.as_slice())?;
     if let Some(peer) = outbox_peer {
-        txn.open_table(OUTBOX)?.insert(id.as_slice(), peer.as_str())?;
+        txn.open_table(OUTBOX)?
+            .insert(id.as_slice(), peer.as_str())?;
     }
     Ok(Inserted::New)
 }
@@ -547,23 +551,37 @@ mod tests {
         let (store, opened) = Store::open(dir.path(), vec![1, 2, 3]).await.unwrap();
         assert_eq!(opened.identity, vec![1, 2, 3]);
         let first = record("peer:a", "one");
-        assert_eq!(store.insert_message(first.clone(), None).await.unwrap(), Inserted::New);
-        assert_eq!(store.insert_message(first.clone(), None).await.unwrap(), Inserted::Duplicate);
+        assert_eq!(
+            store.insert_message(first.clone(), None).await.unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store.insert_message(first.clone(), None).await.unwrap(),
+            Inserted::Duplicate
+        );
         // Many concurrent inserts land in few commits and keep their order per conversation.
         let mut tasks = Vec::new();
         for i in 0..200 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.insert_message(record("peer:b", &i.to_string()), None).await
+                store
+                    .insert_message(record("peer:b", &i.to_string()), None)
+                    .await
             }));
         }
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap(), Inserted::New);
         }
         let out = record("peer:a", "two");
-        store.insert_message(out.clone(), Some("a".into())).await.unwrap();
+        store
+            .insert_message(out.clone(), Some("a".into()))
+            .await
+            .unwrap();
         assert_eq!(store.outbox().await.unwrap().len(), 1);
-        store.set_delivery(out.id, DeliveryState::Sent).await.unwrap();
+        store
+            .set_delivery(out.id, DeliveryState::Sent)
+            .await
+            .unwrap();
         assert!(store.outbox().await.unwrap().is_empty());
         store.close().await.unwrap();
         drop(store);
@@ -571,7 +589,12 @@ mod tests {
         let (store, opened) = Store::open(dir.path(), vec![9]).await.unwrap();
         assert_eq!(opened.identity, vec![1, 2, 3], "the first key is kept");
         let a = store.history("peer:a".into(), 100).await.unwrap();
-        assert_eq!(a.iter().map(|m| m.text.as_deref().unwrap()).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(
+            a.iter()
+                .map(|m| m.text.as_deref().unwrap())
+                .collect::<Vec<_>>(),
+            ["one", "two"]
+        );
         assert_eq!(a[1].delivery, DeliveryState::Sent);
         let b = store.history("peer:b".into(), 1000).await.unwrap();
         assert_eq!(b.len(), 200);

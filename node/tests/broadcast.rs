@@ -30,12 +30,13 @@ async fn addr(client: &Client) -> String {
 async fn received(events: &mut Receiver<Event>, id: MessageId) -> String {
     timeout(WAIT, async {
         loop {
-            if let Event::Message(m) = events.recv().await.unwrap() {
-                if m.id == id && !m.outgoing {
-                    assert_eq!(m.conversation, Conversation::Broadcast);
-                    assert!(m.notify);
-                    return m.from.name;
-                }
+            if let Event::Message(m) = events.recv().await.unwrap()
+                && m.id == id
+                && !m.outgoing
+            {
+                assert_eq!(m.conversation, Conversation::Broadcast);
+                assert!(m.notify);
+                return m.from.name;
             }
         }
     })
@@ -48,10 +49,10 @@ async fn further(events: &mut Receiver<Event>, id: MessageId, settle: Duration) 
     let mut n = 0;
     let _ = timeout(settle, async {
         loop {
-            if let Ok(Event::Message(m)) = events.recv().await {
-                if m.id == id {
-                    n += 1;
-                }
+            if let Ok(Event::Message(m)) = events.recv().await
+                && m.id == id
+            {
+                n += 1;
             }
         }
     })
@@ -81,13 +82,19 @@ async fn a_broadcast_crosses_a_line_of_three_nodes_exactly_once() {
     .await
     .expect("B sees A and C");
 
-    let id = a.send(&Conversation::Broadcast, "hello, everyone").await.unwrap();
+    let id = a
+        .send(&Conversation::Broadcast, "hello, everyone")
+        .await
+        .unwrap();
     assert_eq!(received(&mut at_b, id).await, "ann");
     assert_eq!(received(&mut at_c, id).await, "ann");
 
     // Several heartbeats later nothing arrived twice, and A did not get its own message back.
     let settle = Duration::from_millis(1500);
-    let (again_b, again_c) = tokio::join!(further(&mut at_b, id, settle), further(&mut at_c, id, settle));
+    let (again_b, again_c) = tokio::join!(
+        further(&mut at_b, id, settle),
+        further(&mut at_c, id, settle)
+    );
     assert_eq!((again_b, again_c), (0, 0));
     while let Ok(event) = at_a.try_recv() {
         if let Event::Message(m) = event {
@@ -100,10 +107,19 @@ async fn a_broadcast_crosses_a_line_of_three_nodes_exactly_once() {
     }
     // It really went through B: A and C never connected to each other.
     let c_id = c.peer_id().to_owned();
-    assert!(!a.peers().await.unwrap().iter().any(|p| p.peer_id == c_id && p.connected));
+    assert!(
+        !a.peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.peer_id == c_id && p.connected)
+    );
 
     // The same text again is a new message and arrives again.
-    let id2 = a.send(&Conversation::Broadcast, "hello, everyone").await.unwrap();
+    let id2 = a
+        .send(&Conversation::Broadcast, "hello, everyone")
+        .await
+        .unwrap();
     assert_ne!(id, id2);
     received(&mut at_b, id2).await;
     received(&mut at_c, id2).await;
@@ -116,19 +132,25 @@ async fn a_broadcast_crosses_a_line_of_three_nodes_exactly_once() {
 async fn a_broadcast_sent_before_anyone_is_around_is_delivered_later() {
     let (lonely, _d1) = node("lonely").await;
     let mut own = lonely.subscribe();
-    let id = lonely.send(&Conversation::Broadcast, "anyone there?").await.unwrap();
+    let id = lonely
+        .send(&Conversation::Broadcast, "anyone there?")
+        .await
+        .unwrap();
     // Not published yet: no peer subscribed.
     let early = timeout(Duration::from_millis(300), async {
         loop {
-            if let Ok(Event::Delivery { id: got, state }) = own.recv().await {
-                if got == id {
-                    return state;
-                }
+            if let Ok(Event::Delivery { id: got, state }) = own.recv().await
+                && got == id
+            {
+                return state;
             }
         }
     })
     .await;
-    assert!(early.is_err(), "nobody could have received it yet: {early:?}");
+    assert!(
+        early.is_err(),
+        "nobody could have received it yet: {early:?}"
+    );
 
     let (late, _d2) = node("late").await;
     let mut at_late = late.subscribe();
@@ -136,10 +158,13 @@ async fn a_broadcast_sent_before_anyone_is_around_is_delivered_later() {
     assert_eq!(received(&mut at_late, id).await, "lonely");
     timeout(WAIT, async {
         loop {
-            if let Ok(Event::Delivery { id: got, state: DeliveryState::Sent }) = own.recv().await {
-                if got == id {
-                    return;
-                }
+            if let Ok(Event::Delivery {
+                id: got,
+                state: DeliveryState::Sent,
+            }) = own.recv().await
+                && got == id
+            {
+                return;
             }
         }
     })

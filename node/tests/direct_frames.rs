@@ -23,27 +23,48 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.read_to_end(&mut buf).await?;
         Ok(buf)
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         io.take(1 << 20).read_to_end(&mut buf).await?;
         if buf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream closed without an answer"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream closed without an answer",
+            ));
         }
         Ok(buf)
     }
 
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&req).await?;
         io.close().await
     }
 
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&res).await?;
         io.close().await
     }
@@ -52,13 +73,20 @@ impl request_response::Codec for RawCodec {
 type Raw = request_response::Behaviour<RawCodec>;
 
 fn raw_swarm() -> Swarm<Raw> {
-    confab_node::net::build_swarm(identity::Keypair::generate_ed25519(), Duration::from_secs(60), |_| {
-        request_response::Behaviour::with_codec(
-            RawCodec,
-            [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Outbound)],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
-        )
-    })
+    confab_node::net::build_swarm(
+        identity::Keypair::generate_ed25519(),
+        Duration::from_secs(60),
+        |_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(
+                    StreamProtocol::new(DIRECT_PROTOCOL),
+                    ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        },
+    )
     .unwrap()
 }
 
@@ -69,12 +97,18 @@ async fn exchange(swarm: &mut Swarm<Raw>, peer: PeerId, bytes: Vec<u8>) -> Resul
         loop {
             match swarm.select_next_some().await {
                 SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { request_id, response },
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
                     ..
                 }) if request_id == id => return Ok(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. })
-                    if request_id == id =>
-                {
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    error,
+                    ..
+                }) if request_id == id => {
                     return Err(error.to_string());
                 }
                 _ => {}
@@ -93,32 +127,68 @@ async fn garbage_and_oversized_frames_reset_only_their_stream() {
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     let node = confab_node::start(config).await.unwrap();
     let mut events = node.subscribe();
-    let addr: Multiaddr = node.whoami().await.unwrap().listen_addrs[0].parse().unwrap();
+    let addr: Multiaddr = node.whoami().await.unwrap().listen_addrs[0]
+        .parse()
+        .unwrap();
     let target: PeerId = node.peer_id().parse().unwrap();
 
     let mut raw = raw_swarm();
     raw.dial(addr.clone()).unwrap();
 
     // Not CBOR at all.
-    let err = exchange(&mut raw, target, b"\xff\xfe garbage \x00\x01".to_vec()).await.unwrap_err();
+    let err = exchange(&mut raw, target, b"\xff\xfe garbage \x00\x01".to_vec())
+        .await
+        .unwrap_err();
     eprintln!("garbage: {err}");
     // Valid CBOR, wrong shape.
-    exchange(&mut raw, target, vec![0x82, 0x01, 0x63, b'a', b'b', b'c']).await.unwrap_err();
+    exchange(&mut raw, target, vec![0x82, 0x01, 0x63, b'a', b'b', b'c'])
+        .await
+        .unwrap_err();
     // A frame that claims a huge string.
-    exchange(&mut raw, target, vec![0x82, 0x01, 0x7b, 0x40, 0, 0, 0, 0, 0, 0, 0]).await.unwrap_err();
+    exchange(
+        &mut raw,
+        target,
+        vec![0x82, 0x01, 0x7b, 0x40, 0, 0, 0, 0, 0, 0, 0],
+    )
+    .await
+    .unwrap_err();
     // Over the size limit (the reader stops at the limit and fails the stream).
-    let err = exchange(&mut raw, target, vec![0u8; MAX_DIRECT_REQUEST + 4096]).await.unwrap_err();
+    let err = exchange(&mut raw, target, vec![0u8; MAX_DIRECT_REQUEST + 4096])
+        .await
+        .unwrap_err();
     eprintln!("oversized: {err}");
 
     // The same connection still serves well-formed requests.
-    assert!(raw.is_connected(&target), "the connection survived the bad streams");
+    assert!(
+        raw.is_connected(&target),
+        "the connection survived the bad streams"
+    );
     let message = ChatMessage::text("mallory", "still there?", 1);
-    let answer = exchange(&mut raw, target, encode(&DirectRequest::Chat(message.clone())).unwrap()).await.unwrap();
-    assert_eq!(decode::<DirectResponse>(&answer).unwrap(), DirectResponse::Ack { id: message.id });
+    let answer = exchange(
+        &mut raw,
+        target,
+        encode(&DirectRequest::Chat(message.clone())).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        decode::<DirectResponse>(&answer).unwrap(),
+        DirectResponse::Ack { id: message.id }
+    );
     // A request kind from the future is refused, not fatal.
-    let future = cbor4ii::serde::to_vec(Vec::new(), &(1u16, std::collections::BTreeMap::from([("type", "video_call")]))).unwrap();
+    let future = cbor4ii::serde::to_vec(
+        Vec::new(),
+        &(
+            1u16,
+            std::collections::BTreeMap::from([("type", "video_call")]),
+        ),
+    )
+    .unwrap();
     let answer = exchange(&mut raw, target, future).await.unwrap();
-    assert!(matches!(decode::<DirectResponse>(&answer).unwrap(), DirectResponse::Rejected { .. }));
+    assert!(matches!(
+        decode::<DirectResponse>(&answer).unwrap(),
+        DirectResponse::Rejected { .. }
+    ));
     // The one good message was stored and reported, attributed to the connection's peer id.
     let raw_peer = raw.local_peer_id().to_base58();
     let got = timeout(Duration::from_secs(10), async {
@@ -142,13 +212,19 @@ async fn garbage_and_oversized_frames_reset_only_their_stream() {
     let other = confab_node::start(config).await.unwrap();
     let mut other_events = other.subscribe();
     other.dial(&addr.to_string()).await.unwrap();
-    let id = other.send(&Conversation::Peer(target.to_base58()), "hello").await.unwrap();
+    let id = other
+        .send(&Conversation::Peer(target.to_base58()), "hello")
+        .await
+        .unwrap();
     timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(Event::Delivery { id: got, state: DeliveryState::Delivered }) = other_events.recv().await {
-                if got == id {
-                    return;
-                }
+            if let Ok(Event::Delivery {
+                id: got,
+                state: DeliveryState::Delivered,
+            }) = other_events.recv().await
+                && got == id
+            {
+                return;
             }
         }
     })

@@ -56,7 +56,8 @@ impl FromStr for MessageId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut bytes = [0u8; 16];
-        hex::decode_to_slice(s, &mut bytes).map_err(|_| ParseIdError(s.chars().take(64).collect()))?;
+        hex::decode_to_slice(s, &mut bytes)
+            .map_err(|_| ParseIdError(s.chars().take(64).collect()))?;
         Ok(Self(bytes))
     }
 }

@@ -22,13 +22,21 @@ fn sample_message() -> ChatMessage {
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let msg = sample_message();
     vec![
-        ("direct_request_chat", encode(&DirectRequest::Chat(msg.clone())).unwrap()),
-        ("direct_response_ack", encode(&DirectResponse::Ack { id: msg.id }).unwrap()),
+        (
+            "direct_request_chat",
+            encode(&DirectRequest::Chat(msg.clone())).unwrap(),
+        ),
+        (
+            "direct_response_ack",
+            encode(&DirectResponse::Ack { id: msg.id }).unwrap(),
+        ),
         (
             "direct_response_rejected",
             encode(&DirectResponse::Rejected {
                 id: Some(msg.id),
-                reason: RejectReason::Invalid { detail: "text is too long".into() },
+                reason: RejectReason::Invalid {
+                    detail: "text is too long".into(),
+                },
             })
             .unwrap(),
         ),
@@ -52,7 +60,10 @@ fn every_frame_kind_round_trips() {
         RejectReason::Unsupported,
         RejectReason::StorageFailed,
     ] {
-        roundtrip(DirectResponse::Rejected { id: Some(msg.id), reason: reason.clone() });
+        roundtrip(DirectResponse::Rejected {
+            id: Some(msg.id),
+            reason: reason.clone(),
+        });
         roundtrip(DirectResponse::Rejected { id: None, reason });
     }
     roundtrip(GossipFrame::Chat(msg.clone()));
@@ -90,17 +101,37 @@ fn golden_fixtures_are_stable() {
         }
         let want = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("missing fixture {}: {e}", path.display()));
-        assert_eq!(hex::encode(&bytes), want.trim(), "encoding of {name} changed");
+        assert_eq!(
+            hex::encode(&bytes),
+            want.trim(),
+            "encoding of {name} changed"
+        );
     }
 }
 
 #[test]
 fn golden_fixtures_decode() {
     let want = sample_message();
-    let read = |name: &str| hex::decode(std::fs::read_to_string(fixture_dir().join(name)).unwrap().trim()).unwrap();
-    assert_eq!(decode::<DirectRequest>(&read("direct_request_chat.hex")).unwrap(), DirectRequest::Chat(want.clone()));
-    assert_eq!(decode::<GossipFrame>(&read("gossip_chat.hex")).unwrap(), GossipFrame::Chat(want.clone()));
-    assert_eq!(decode::<DirectResponse>(&read("direct_response_ack.hex")).unwrap(), DirectResponse::Ack { id: want.id });
+    let read = |name: &str| {
+        hex::decode(
+            std::fs::read_to_string(fixture_dir().join(name))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        decode::<DirectRequest>(&read("direct_request_chat.hex")).unwrap(),
+        DirectRequest::Chat(want.clone())
+    );
+    assert_eq!(
+        decode::<GossipFrame>(&read("gossip_chat.hex")).unwrap(),
+        GossipFrame::Chat(want.clone())
+    );
+    assert_eq!(
+        decode::<DirectResponse>(&read("direct_response_ack.hex")).unwrap(),
+        DirectResponse::Ack { id: want.id }
+    );
 }
 
 /// Builds a frame by hand, as a newer or hostile peer might.
@@ -129,21 +160,30 @@ impl serde::Serialize for serde_bytes_16 {
 #[test]
 fn newer_peers_are_understood_where_possible() {
     // An unknown field is ignored.
-    let frame = raw(&(1u16, FutureChat {
-        r#type: "chat",
-        id: serde_bytes_16([7; 16]),
-        sent_at: 5,
-        sender_name: "eve",
-        text: "hi",
-        reactions: vec!["+1"],
-    }));
+    let frame = raw(&(
+        1u16,
+        FutureChat {
+            r#type: "chat",
+            id: serde_bytes_16([7; 16]),
+            sent_at: 5,
+            sender_name: "eve",
+            text: "hi",
+            reactions: vec!["+1"],
+        },
+    ));
     match decode::<DirectRequest>(&frame).unwrap() {
         DirectRequest::Chat(m) => assert_eq!(m.text.as_deref(), Some("hi")),
         other => panic!("{other:?}"),
     }
     // An unknown request kind decodes to Unknown instead of failing.
-    let frame = raw(&(1u16, std::collections::BTreeMap::from([("type", "video_call"), ("room", "x")])));
-    assert_eq!(decode::<DirectRequest>(&frame).unwrap(), DirectRequest::Unknown);
+    let frame = raw(&(
+        1u16,
+        std::collections::BTreeMap::from([("type", "video_call"), ("room", "x")]),
+    ));
+    assert_eq!(
+        decode::<DirectRequest>(&frame).unwrap(),
+        DirectRequest::Unknown
+    );
     assert_eq!(decode::<GossipFrame>(&frame).unwrap(), GossipFrame::Unknown);
 }
 
@@ -153,35 +193,63 @@ fn bad_input_gets_a_typed_error() {
 
     // Oversize: rejected before parsing.
     let huge = vec![0u8; MAX_DIRECT_REQUEST + 1];
-    assert!(matches!(decode::<DirectRequest>(&huge), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        decode::<DirectRequest>(&huge),
+        Err(DecodeError::TooLarge { .. })
+    ));
 
     // Truncation at every point.
     for cut in 0..good.len() {
         let err = decode::<DirectRequest>(&good[..cut]).unwrap_err();
         assert!(
-            matches!(err, DecodeError::Truncated { .. } | DecodeError::Malformed { .. }),
+            matches!(
+                err,
+                DecodeError::Truncated { .. } | DecodeError::Malformed { .. }
+            ),
             "cut at {cut}: {err:?}"
         );
     }
-    assert!(matches!(decode::<DirectRequest>(&good[..good.len() - 1]), Err(DecodeError::Truncated { .. })));
+    assert!(matches!(
+        decode::<DirectRequest>(&good[..good.len() - 1]),
+        Err(DecodeError::Truncated { .. })
+    ));
 
     // Another version.
     let v2 = raw(&(2u16, "whatever comes next"));
     assert!(matches!(
         decode::<DirectRequest>(&v2),
-        Err(DecodeError::UnsupportedVersion { found: 2, supported: 1, .. })
+        Err(DecodeError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        })
     ));
 
     // Wrong types.
-    assert!(matches!(decode::<DirectRequest>(&raw(&("one", 2))), Err(DecodeError::Malformed { .. })));
-    assert!(matches!(decode::<DirectRequest>(&raw(&42u8)), Err(DecodeError::Malformed { .. })));
-    let bad_id = raw(&(1u16, std::collections::BTreeMap::from([("type", "ack"), ("id", "not bytes")])));
-    assert!(matches!(decode::<DirectResponse>(&bad_id), Err(DecodeError::Malformed { .. })));
+    assert!(matches!(
+        decode::<DirectRequest>(&raw(&("one", 2))),
+        Err(DecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode::<DirectRequest>(&raw(&42u8)),
+        Err(DecodeError::Malformed { .. })
+    ));
+    let bad_id = raw(&(
+        1u16,
+        std::collections::BTreeMap::from([("type", "ack"), ("id", "not bytes")]),
+    ));
+    assert!(matches!(
+        decode::<DirectResponse>(&bad_id),
+        Err(DecodeError::Malformed { .. })
+    ));
 
     // Trailing garbage.
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(matches!(decode::<DirectRequest>(&trailing), Err(DecodeError::TrailingBytes { .. })));
+    assert!(matches!(
+        decode::<DirectRequest>(&trailing),
+        Err(DecodeError::TrailingBytes { .. })
+    ));
 
     // A length that claims far more than the input: no allocation, a clean error.
     // [1, {"type": "chat", "text": <byte string of 2^62 bytes>}]
@@ -197,31 +265,40 @@ fn bad_input_gets_a_typed_error() {
     // Rules beyond the types.
     let mut long = sample_message();
     long.text = Some("x".repeat(MAX_TEXT_BYTES + 1));
-    assert!(matches!(encode(&DirectRequest::Chat(long.clone())), Err(EncodeError::Invalid { .. })));
+    assert!(matches!(
+        encode(&DirectRequest::Chat(long.clone())),
+        Err(EncodeError::Invalid { .. })
+    ));
     let frame = raw(&(1u16, DirectRequest::Chat(long)));
-    assert!(matches!(decode::<DirectRequest>(&frame), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(
+        decode::<DirectRequest>(&frame),
+        Err(DecodeError::Invalid { .. })
+    ));
     let mut empty = sample_message();
     empty.text = None;
     let frame = raw(&(1u16, GossipFrame::Chat(empty)));
-    assert!(matches!(decode::<GossipFrame>(&frame), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(
+        decode::<GossipFrame>(&frame),
+        Err(DecodeError::Invalid { .. })
+    ));
 }
 
 fn check_no_panic(buf: &[u8]) {
     // Whatever decodes must survive a round trip unchanged.
-    if let Ok(v) = decode::<DirectRequest>(buf) {
-        if v != DirectRequest::Unknown {
-            assert_eq!(decode::<DirectRequest>(&encode(&v).unwrap()).unwrap(), v);
-        }
+    if let Ok(v) = decode::<DirectRequest>(buf)
+        && v != DirectRequest::Unknown
+    {
+        assert_eq!(decode::<DirectRequest>(&encode(&v).unwrap()).unwrap(), v);
     }
-    if let Ok(v) = decode::<DirectResponse>(buf) {
-        if let Ok(again) = encode(&v) {
-            assert_eq!(decode::<DirectResponse>(&again).unwrap(), v);
-        }
+    if let Ok(v) = decode::<DirectResponse>(buf)
+        && let Ok(again) = encode(&v)
+    {
+        assert_eq!(decode::<DirectResponse>(&again).unwrap(), v);
     }
-    if let Ok(v) = decode::<GossipFrame>(buf) {
-        if v != GossipFrame::Unknown {
-            assert_eq!(decode::<GossipFrame>(&encode(&v).unwrap()).unwrap(), v);
-        }
+    if let Ok(v) = decode::<GossipFrame>(buf)
+        && v != GossipFrame::Unknown
+    {
+        assert_eq!(decode::<GossipFrame>(&encode(&v).unwrap()).unwrap(), v);
     }
 }
 

@@ -35,18 +35,24 @@ async fn nodes_that_only_know_the_bootstrap_hear_each_others_broadcasts() {
     // Both nodes are in the server's broadcast mesh before anything is sent.
     let deadline = Instant::now() + WAIT;
     while server.stats().await.unwrap().broadcast_subscribers < 2 {
-        assert!(Instant::now() < deadline, "nodes never subscribed at the bootstrap");
+        assert!(
+            Instant::now() < deadline,
+            "nodes never subscribed at the bootstrap"
+        );
         sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.stats().await.unwrap().connected_peers, 2);
 
-    let id = ann.send(&Conversation::Broadcast, "via the bootstrap").await.unwrap();
+    let id = ann
+        .send(&Conversation::Broadcast, "via the bootstrap")
+        .await
+        .unwrap();
     let got = timeout(WAIT, async {
         loop {
-            if let Ok(Event::Message(m)) = at_ben.recv().await {
-                if m.id == id {
-                    return m;
-                }
+            if let Ok(Event::Message(m)) = at_ben.recv().await
+                && m.id == id
+            {
+                return m;
             }
         }
     })
@@ -61,7 +67,13 @@ async fn nodes_that_only_know_the_bootstrap_hear_each_others_broadcasts() {
     let history = ben.history(&Conversation::Broadcast, 10).await.unwrap();
     assert_eq!(history.iter().filter(|m| m.id == id).count(), 1);
     for n in [&ann, &ben] {
-        assert!(n.peers().await.unwrap().iter().all(|p| p.peer_id != server.peer_id));
+        assert!(
+            n.peers()
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| p.peer_id != server.peer_id)
+        );
     }
     ann.shutdown().await.unwrap();
     ben.shutdown().await.unwrap();

@@ -12,7 +12,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Parser)]
-#[command(name = "confab", version, about = "Peer-assisted chat for LANs and the internet")]
+#[command(
+    name = "confab",
+    version,
+    about = "Peer-assisted chat for LANs and the internet"
+)]
 struct Cli {
     /// Where this device keeps its key, history and peers [default: the platform's data dir]
     #[arg(long, global = true, value_name = "DIR")]
@@ -82,7 +86,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("confab: cannot start the runtime: {e}");
@@ -172,17 +179,28 @@ async fn peers(client: &Client) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn send(client: &Client, to: &str, text: &str, dial: &[String], timeout: Duration) -> Result<ExitCode> {
+async fn send(
+    client: &Client,
+    to: &str,
+    text: &str,
+    dial: &[String],
+    timeout: Duration,
+) -> Result<ExitCode> {
     let to: Conversation = to.parse()?;
     for addr in dial {
-        client.dial(addr).await.with_context(|| format!("dialling {addr}"))?;
+        client
+            .dial(addr)
+            .await
+            .with_context(|| format!("dialling {addr}"))?;
     }
     let mut events = client.subscribe();
     let id = client.send(&to, text).await?;
     let delivered = tokio::time::timeout(timeout, async {
         loop {
             match events.recv().await {
-                Ok(Event::Delivery { id: got, state }) if got == id && state >= DeliveryState::Sent => {
+                Ok(Event::Delivery { id: got, state })
+                    if got == id && state >= DeliveryState::Sent =>
+                {
                     return true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return false,
@@ -197,13 +215,19 @@ async fn send(client: &Client, to: &str, text: &str, dial: &[String], timeout: D
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{id} pending");
-        eprintln!("confab: not delivered yet; it stays in the outbox and is retried whenever confab runs");
+        eprintln!(
+            "confab: not delivered yet; it stays in the outbox and is retried whenever confab runs"
+        );
         Ok(ExitCode::from(3))
     }
 }
 
 fn print_message(m: &Message) {
-    let who = if m.outgoing { "you".to_owned() } else { m.from.name.clone() };
+    let who = if m.outgoing {
+        "you".to_owned()
+    } else {
+        m.from.name.clone()
+    };
     let text = m.text.as_deref().unwrap_or("");
     match &m.conversation {
         Conversation::Broadcast => println!("[broadcast] {who}: {text}"),
@@ -229,13 +253,20 @@ anything else       is sent to the current conversation";
 
 async fn chat(client: &Client) -> Result<ExitCode> {
     let me = client.whoami().await?;
-    println!("You are {} ({}). Type /help for commands; you are talking to everyone (broadcast).", me.name, me.peer_id);
+    println!(
+        "You are {} ({}). Type /help for commands; you are talking to everyone (broadcast).",
+        me.name, me.peer_id
+    );
     let mut events = client.subscribe();
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(Event::Message(m)) if !m.outgoing => print_message(&m),
-                Ok(Event::PeerDiscovered { name, source, peer_id }) => {
+                Ok(Event::PeerDiscovered {
+                    name,
+                    source,
+                    peer_id,
+                }) => {
                     println!("* {name} is here ({source}, peer:{peer_id})")
                 }
                 Ok(Event::PeerLost { peer_id }) => println!("* peer:{peer_id} left"),
@@ -252,7 +283,9 @@ async fn chat(client: &Client) -> Result<ExitCode> {
         if line.is_empty() {
             continue;
         }
-        let (cmd, arg) = line.split_once(' ').map_or((line, ""), |(c, a)| (c, a.trim()));
+        let (cmd, arg) = line
+            .split_once(' ')
+            .map_or((line, ""), |(c, a)| (c, a.trim()));
         let result: Result<()> = async {
             match cmd {
                 "/help" => println!("{CHAT_HELP}"),
@@ -264,13 +297,21 @@ async fn chat(client: &Client) -> Result<ExitCode> {
                     }
                     for (i, p) in last_peers.iter().enumerate() {
                         let state = if p.connected { "online" } else { "offline" };
-                        println!("{:>2}. {} ({state}, {}) peer:{}", i + 1, p.name.as_deref().unwrap_or("?"), p.source, p.peer_id);
+                        println!(
+                            "{:>2}. {} ({state}, {}) peer:{}",
+                            i + 1,
+                            p.name.as_deref().unwrap_or("?"),
+                            p.source,
+                            p.peer_id
+                        );
                     }
                 }
                 "/dial" => println!("connected to peer:{}", client.dial(arg).await?),
                 "/to" => {
                     target = match arg.parse::<usize>() {
-                        Ok(n) if n >= 1 && n <= last_peers.len() => Conversation::Peer(last_peers[n - 1].peer_id.clone()),
+                        Ok(n) if n >= 1 && n <= last_peers.len() => {
+                            Conversation::Peer(last_peers[n - 1].peer_id.clone())
+                        }
                         _ => arg.parse()?,
                     };
                     println!("now talking to {target}");

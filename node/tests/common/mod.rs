@@ -26,11 +26,21 @@ pub struct RpcProcess {
 impl RpcProcess {
     /// Starts `confab --data-dir DIR --name NAME --no-mdns --listen /ip4/127.0.0.1/tcp/0 rpc`.
     pub fn spawn(data_dir: &Path, name: &str) -> Self {
-        Self::spawn_with(data_dir, name, &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"], None)
+        Self::spawn_with(
+            data_dir,
+            name,
+            &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+            None,
+        )
     }
 
     /// Starts `[wrapper...] confab --data-dir DIR --name NAME ARGS... rpc`.
-    pub fn spawn_with(data_dir: &Path, name: &str, args: &[&str], wrapper: Option<&[&str]>) -> Self {
+    pub fn spawn_with(
+        data_dir: &Path,
+        name: &str,
+        args: &[&str],
+        wrapper: Option<&[&str]>,
+    ) -> Self {
         let bin = env!("CARGO_BIN_EXE_confab");
         let mut cmd = match wrapper {
             Some(w) => {
@@ -53,7 +63,7 @@ impl RpcProcess {
         }
         let mut child = cmd.spawn().expect("start confab");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(4096);
         let who = name.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -167,8 +177,10 @@ impl RpcProcess {
         {
             self.notifications.push_back(v);
         }
-        let (hit, keep): (Vec<Value>, Vec<Value>) =
-            self.notifications.drain(..).partition(|v| v["method"] == method);
+        let (hit, keep): (Vec<Value>, Vec<Value>) = self
+            .notifications
+            .drain(..)
+            .partition(|v| v["method"] == method);
         self.notifications = keep.into();
         hit.into_iter().map(|v| v["params"].clone()).collect()
     }
@@ -176,7 +188,10 @@ impl RpcProcess {
     /// The first listen address (ends in /p2p/<peer id>) and the peer id.
     pub fn address(&mut self) -> (String, String) {
         let me = self.call("whoami", json!({}));
-        let addr = me["listen_addrs"][0].as_str().expect("a listen address").to_owned();
+        let addr = me["listen_addrs"][0]
+            .as_str()
+            .expect("a listen address")
+            .to_owned();
         (addr, me["peer_id"].as_str().unwrap().to_owned())
     }
 
