@@ -145,28 +145,29 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
 
     let gossip_config =
         net::gossipsub_config(Duration::from_secs(1)).map_err(StartError::Network)?;
-    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| Behaviour {
-        limits: connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(MAX_CONNECTIONS))
-                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
-                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
-        ),
-        identify: identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public()).with_agent_version(
-                format!(
-                    "{}{}",
-                    net::BOOTSTRAP_AGENT_PREFIX,
-                    env!("CARGO_PKG_VERSION")
-                ),
+    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| {
+        Ok(Behaviour {
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
             ),
-        ),
-        ping: ping::Behaviour::default(),
-        gossipsub: gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossip_config,
-        )
-        .expect("signed authenticity with a valid config always builds"),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                    .with_agent_version(format!(
+                        "{}{}",
+                        net::BOOTSTRAP_AGENT_PREFIX,
+                        env!("CARGO_PKG_VERSION")
+                    )),
+            ),
+            ping: ping::Behaviour::default(),
+            gossipsub: gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(str::to_owned)?,
+        })
     })
     .map_err(StartError::Network)?;
     swarm

@@ -155,30 +155,32 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     let gossip_config =
         net::gossipsub_config(config.gossip_heartbeat).map_err(StartError::Network)?;
     let agent = net::agent_version(&name);
-    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| Behaviour {
-        limits: connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(MAX_CONNECTIONS))
-                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
-                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
-        ),
-        identify: identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                .with_agent_version(agent),
-        ),
-        ping: ping::Behaviour::default(),
-        direct: request_response::Behaviour::with_codec(
-            DirectCodec,
-            [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(DIRECT_REQUEST_TIMEOUT)
-                .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
-        ),
-        gossipsub: gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossip_config,
-        )
-        .expect("signed authenticity with a valid config always builds"),
+    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| {
+        Ok(Behaviour {
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+            ),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                    .with_agent_version(agent),
+            ),
+            ping: ping::Behaviour::default(),
+            direct: request_response::Behaviour::with_codec(
+                DirectCodec,
+                [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(DIRECT_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
+            ),
+            gossipsub: gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(str::to_owned)?,
+        })
     })
     .map_err(StartError::Network)?;
 

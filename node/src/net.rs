@@ -34,7 +34,7 @@ pub fn name_from_agent(agent: &str) -> Option<&str> {
 pub fn build_swarm<B: NetworkBehaviour>(
     keypair: identity::Keypair,
     idle_timeout: Duration,
-    behaviour: impl FnOnce(&identity::Keypair) -> B,
+    behaviour: impl FnOnce(&identity::Keypair) -> Result<B, String>,
 ) -> Result<Swarm<B>, String> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -45,7 +45,9 @@ pub fn build_swarm<B: NetworkBehaviour>(
         )
         .map_err(|e| e.to_string())?
         .with_quic()
-        .with_behaviour(|key| behaviour(key))
+        .with_behaviour(|key| {
+            behaviour(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        })
         .map_err(|e| e.to_string())?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build())

@@ -77,14 +77,14 @@ fn raw_swarm() -> Swarm<Raw> {
         identity::Keypair::generate_ed25519(),
         Duration::from_secs(60),
         |_| {
-            request_response::Behaviour::with_codec(
+            Ok(request_response::Behaviour::with_codec(
                 RawCodec,
                 [(
                     StreamProtocol::new(DIRECT_PROTOCOL),
                     ProtocolSupport::Outbound,
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
-            )
+            ))
         },
     )
     .unwrap()
