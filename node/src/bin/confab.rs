@@ -222,16 +222,18 @@ async fn send(
     }
 }
 
+fn short(peer_id: &str) -> &str {
+    &peer_id[peer_id.len().saturating_sub(6)..]
+}
+
 fn print_message(m: &Message) {
-    let who = if m.outgoing {
-        "you".to_owned()
-    } else {
-        m.from.name.clone()
-    };
     let text = m.text.as_deref().unwrap_or("");
-    match &m.conversation {
-        Conversation::Broadcast => println!("[broadcast] {who}: {text}"),
-        other => println!("[{other}] {who}: {text}"),
+    match (&m.conversation, m.outgoing) {
+        (Conversation::Broadcast, false) => println!("[all] {}: {text}", m.from.name),
+        (Conversation::Broadcast, true) => println!("[all] you: {text}"),
+        (Conversation::Peer(p), true) => println!("[dm → …{}] you: {text}", short(p)),
+        (_, false) => println!("[dm] {}: {text}", m.from.name),
+        (other, true) => println!("[{other}] you: {text}"),
     }
 }
 
@@ -259,6 +261,7 @@ async fn chat(client: &Client) -> Result<ExitCode> {
     );
     let mut events = client.subscribe();
     let printer = tokio::spawn(async move {
+        let mut names = std::collections::HashMap::new();
         loop {
             match events.recv().await {
                 Ok(Event::Message(m)) if !m.outgoing => print_message(&m),
@@ -267,9 +270,15 @@ async fn chat(client: &Client) -> Result<ExitCode> {
                     source,
                     peer_id,
                 }) => {
-                    println!("* {name} is here ({source}, peer:{peer_id})")
+                    println!("* {name} is here ({source}, peer:{peer_id})");
+                    names.insert(peer_id, name);
                 }
-                Ok(Event::PeerLost { peer_id }) => println!("* peer:{peer_id} left"),
+                Ok(Event::PeerLost { peer_id }) => {
+                    let name = names
+                        .remove(&peer_id)
+                        .unwrap_or_else(|| format!("peer:{peer_id}"));
+                    println!("* {name} left");
+                }
                 Err(broadcast::error::RecvError::Closed) => break,
                 _ => {}
             }
