@@ -34,7 +34,7 @@ pub mod limits {
     /// A connection with nothing to do is closed after this long.
     pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
     /// How often undelivered direct messages are retried.
-    pub const OUTBOX_RETRY_INTERVAL: Duration = Duration::from_secs(15);
+    pub const OUTBOX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
     /// Most messages returned by one history query.
     pub const MAX_HISTORY_PAGE: usize = 10_000;
 }

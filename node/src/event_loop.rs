@@ -228,6 +228,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 sent_at: record.sent_at,
                 sender_name: record.from_name,
                 text: Some(text),
+                author_cert: None,
             });
         }
     }
@@ -669,15 +670,26 @@ impl EventLoop {
         }));
     }
 
+    /// Records that this node's message `id` reached `state` (one write), and reports every
+    /// state passed on the way (a peer's ack is both `Sent` and `Delivered`).
     fn set_delivery(&mut self, id: MessageId, state: DeliveryState) {
         let store = self.store.clone();
+        let author = self.local_peer.to_base58();
         self.run_store_op(async move {
-            if let Err(e) = store.set_delivery(id, state).await {
+            if let Err(e) = store.set_delivery(author, id, state).await {
                 tracing::warn!("cannot record delivery of {id}: {e}");
             }
             StoreDone::Nothing
         });
-        self.emit(Event::Delivery { id, state });
+        for passed in [
+            DeliveryState::Sent,
+            DeliveryState::Delivered,
+            DeliveryState::Read,
+        ] {
+            if passed <= state {
+                self.emit(Event::Delivery { id, state: passed });
+            }
+        }
     }
 
     // ---- outgoing traffic -----------------------------------------------------------------
@@ -1032,10 +1044,9 @@ impl EventLoop {
                     return;
                 };
                 match response {
+                    // The peer is the receiving device itself: sent and delivered at once.
                     DirectResponse::Ack { id } if id == message.id => {
-                        self.set_delivery(id, DeliveryState::Sent);
-                        // The peer is the receiving device itself.
-                        self.set_delivery(id, DeliveryState::Delivered);
+                        self.set_delivery(id, DeliveryState::Delivered)
                     }
                     DirectResponse::Rejected {
                         reason: RejectReason::StorageFailed,

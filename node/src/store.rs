@@ -9,9 +9,10 @@
 //!
 //! Tables (the version is part of each name, so a format change is a new table):
 //! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number.
-//! - `messages_v1`: `message id -> record` (CBOR): deduplication and lookup.
-//! - `history_v1`: `(conversation, seq) -> message id`: each conversation in local order.
-//! - `outbox_v1`: `message id -> peer id`: direct messages not yet acknowledged.
+//! - `messages_v1`: `author/message id -> record` (CBOR): deduplication and lookup. The author is
+//!   part of the key, so a peer that replays someone else's id cannot shadow their message.
+//! - `history_v1`: `(conversation, seq) -> message key`: each conversation in local order.
+//! - `outbox_v1`: `message key -> peer id`: direct messages not yet acknowledged.
 //! - `peers_v1`: `peer id -> record` (CBOR): peers seen, their names and addresses.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,11 @@ const KEY_NEXT_SEQ: &str = "next_seq";
 
 /// The file name of the store inside the data dir.
 pub(crate) const STORE_FILE: &str = "confab.redb";
+
+/// The key of a message: its author's peer id and its id.
+pub(crate) fn message_key(author: &str, id: &MessageId) -> Vec<u8> {
+    format!("{author}/{id}").into_bytes()
+}
 
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +99,7 @@ enum Request {
         reply: Reply<Inserted>,
     },
     SetDelivery {
+        author: String,
         id: MessageId,
         state: DeliveryState,
         reply: Reply<()>,
@@ -210,11 +217,17 @@ impl Store {
     /// Records a delivery state (never moving backwards) and leaves the outbox once sent.
     pub(crate) async fn set_delivery(
         &self,
+        author: String,
         id: MessageId,
         state: DeliveryState,
     ) -> Result<(), StoreError> {
-        self.call(|reply| Request::SetDelivery { id, state, reply })
-            .await
+        self.call(|reply| Request::SetDelivery {
+            author,
+            id,
+            state,
+            reply,
+        })
+        .await
     }
 
     /// Remembers a peer.
@@ -313,7 +326,8 @@ enum Done {
 
 impl Actor {
     fn run(self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut close_reply = None;
+        'serve: while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < STORE_BATCH {
                 match rx.try_recv() {
@@ -327,14 +341,20 @@ impl Actor {
             }
             for request in others {
                 if let Request::Close { reply } = request {
-                    let _ = reply.send(self.flush());
-                    return;
+                    close_reply = Some(reply);
+                    break 'serve;
                 }
                 self.answer(request);
             }
         }
-        if let Err(e) = self.flush() {
+        let flushed = self.flush();
+        if let Err(e) = &flushed {
             tracing::error!("final store flush failed: {e}");
+        }
+        // Close the database before saying so: the caller may reopen it at once.
+        drop(self);
+        if let Some(reply) = close_reply {
+            let _ = reply.send(flushed);
         }
     }
 
@@ -361,8 +381,13 @@ impl Actor {
                             return Err(e);
                         }
                     },
-                    Request::SetDelivery { id, state, reply } => {
-                        set_delivery(&txn, id, state)?;
+                    Request::SetDelivery {
+                        author,
+                        id,
+                        state,
+                        reply,
+                    } => {
+                        set_delivery(&txn, &message_key(&author, &id), state)?;
                         done.push(Done::Unit(reply));
                     }
                     Request::PutPeer { peer, reply } => {
@@ -476,8 +501,8 @@ fn insert_message(
     outbox_peer: Option<String>,
 ) -> Result<Inserted, StoreError> {
     let mut messages = txn.open_table(MESSAGES)?;
-    let id = *record.id.as_bytes();
-    if messages.get(id.as_slice())?.is_some() {
+    let key = message_key(&record.from_peer, &record.id);
+    if messages.get(key.as_slice())?.is_some() {
         return Ok(Inserted::Duplicate);
     }
     let mut meta = txn.open_table(META)?;
@@ -493,24 +518,23 @@ fn insert_message(
     };
     meta.insert(KEY_NEXT_SEQ, (seq + 1).to_be_bytes().as_slice())?;
     record.seq = seq;
-    messages.insert(id.as_slice(), to_cbor(&record)?.as_slice())?;
+    messages.insert(key.as_slice(), to_cbor(&record)?.as_slice())?;
     txn.open_table(HISTORY)?
-        .insert((record.conversation.as_str(), seq), id.as_slice())?;
+        .insert((record.conversation.as_str(), seq), key.as_slice())?;
     if let Some(peer) = outbox_peer {
         txn.open_table(OUTBOX)?
-            .insert(id.as_slice(), peer.as_str())?;
+            .insert(key.as_slice(), peer.as_str())?;
     }
     Ok(Inserted::New)
 }
 
 fn set_delivery(
     txn: &WriteTransaction,
-    id: MessageId,
+    key: &[u8],
     state: DeliveryState,
 ) -> Result<(), StoreError> {
-    let key = *id.as_bytes();
     let mut messages = txn.open_table(MESSAGES)?;
-    let record = match messages.get(key.as_slice())? {
+    let record = match messages.get(key)? {
         Some(v) => from_cbor::<StoredMessage>(v.value())?,
         None => return Ok(()),
     };
@@ -519,10 +543,10 @@ fn set_delivery(
             delivery: state,
             ..record
         };
-        messages.insert(key.as_slice(), to_cbor(&updated)?.as_slice())?;
+        messages.insert(key, to_cbor(&updated)?.as_slice())?;
     }
     if state >= DeliveryState::Sent {
-        txn.open_table(OUTBOX)?.remove(key.as_slice())?;
+        txn.open_table(OUTBOX)?.remove(key)?;
     }
     Ok(())
 }
@@ -559,6 +583,14 @@ mod tests {
             store.insert_message(first.clone(), None).await.unwrap(),
             Inserted::Duplicate
         );
+        // Another author's message with the same id does not shadow it.
+        let mut other = first.clone();
+        other.from_peer = "q".into();
+        other.conversation = "peer:q".into();
+        assert_eq!(
+            store.insert_message(other, None).await.unwrap(),
+            Inserted::New
+        );
         // Many concurrent inserts land in few commits and keep their order per conversation.
         let mut tasks = Vec::new();
         for i in 0..200 {
@@ -572,14 +604,16 @@ mod tests {
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap(), Inserted::New);
         }
-        let out = record("peer:a", "two");
+        let mut out = record("peer:a", "two");
+        out.outgoing = true;
+        out.delivery = DeliveryState::Pending;
         store
             .insert_message(out.clone(), Some("a".into()))
             .await
             .unwrap();
         assert_eq!(store.outbox().await.unwrap().len(), 1);
         store
-            .set_delivery(out.id, DeliveryState::Sent)
+            .set_delivery("p".into(), out.id, DeliveryState::Sent)
             .await
             .unwrap();
         assert!(store.outbox().await.unwrap().is_empty());

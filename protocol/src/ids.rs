@@ -90,3 +90,58 @@ impl<'de> Deserialize<'de> for MessageId {
         deserializer.deserialize_bytes(IdVisitor)
     }
 }
+
+/// A BLAKE3 hash naming content (avatars, later files).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({self})")
+    }
+}
+
+impl FromStr for ContentHash {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes)
+            .map_err(|_| ParseIdError(s.chars().take(80).collect()))?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HashVisitor;
+
+        impl Visitor<'_> for HashVisitor {
+            type Value = ContentHash;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 32-byte hash")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ContentHash, E> {
+                v.try_into()
+                    .map(ContentHash)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+
+        deserializer.deserialize_bytes(HashVisitor)
+    }
+}

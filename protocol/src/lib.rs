@@ -9,6 +9,7 @@
 //! - [`message`]: the chat message carried by every transport ([`ChatMessage`]).
 //! - [`direct`]: the request-response protocol for 1:1 messages (`/confab/direct/1`).
 //! - [`gossip`]: frames published on gossipsub topics (broadcast, later groups).
+//! - [`bootstrap`]: requests to a bootstrap (`/confab/bootstrap/1`) and its pushes (`/confab/notify/1`).
 //! - [`codec`]: [`encode`], [`decode`], [`DecodeError`], [`EncodeError`].
 //! - [`limits`]: every `MAX_*` size constant, in one place.
 //!
@@ -17,6 +18,7 @@
 //! decode an unknown tag to an `Unknown` variant instead of failing the whole frame.
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 pub mod codec;
 pub mod direct;
 pub mod gossip;
@@ -27,5 +29,5 @@ pub mod message;
 pub use codec::{DecodeError, EncodeError, Wire, decode, encode};
 pub use direct::{DirectRequest, DirectResponse, RejectReason};
 pub use gossip::GossipFrame;
-pub use ids::{MessageId, ParseIdError};
+pub use ids::{ContentHash, MessageId, ParseIdError};
 pub use message::{ChatMessage, InvalidMessage};

@@ -12,3 +12,26 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_NAME_BYTES: usize = 64;
 /// Longest free-form reason in a rejection, in bytes of UTF-8.
 pub const MAX_REASON_BYTES: usize = 256;
+
+/// Largest encoded `/confab/bootstrap/1` request (an avatar upload is the largest).
+pub const MAX_BOOTSTRAP_REQUEST: usize = 512 * 1024;
+/// Largest encoded `/confab/bootstrap/1` response (an avatar, a page of users or friends).
+pub const MAX_BOOTSTRAP_RESPONSE: usize = 512 * 1024;
+/// Largest encoded `/confab/notify/1` frame (either direction).
+pub const MAX_NOTIFY_FRAME: usize = 8 * 1024;
+/// Largest avatar image, in bytes.
+pub const MAX_AVATAR_BYTES: usize = 256 * 1024;
+/// Shortest username, in characters.
+pub const MIN_USERNAME_CHARS: usize = 3;
+/// Longest username, in characters (ASCII).
+pub const MAX_USERNAME_CHARS: usize = 32;
+/// Longest password accepted at all, in bytes (hashing cost must not depend on an attacker).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest profile status line ("signature"), in bytes of UTF-8.
+pub const MAX_SIGNATURE_BYTES: usize = 256;
+/// Longest search query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 64;
+/// Most users one search returns.
+pub const MAX_SEARCH_RESULTS: usize = 50;
+/// Most friends (and pending requests) one account may have.
+pub const MAX_FRIENDS: usize = 1000;

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bootstrap::DeviceCert;
 use crate::ids::MessageId;
 use crate::limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
 
@@ -19,6 +20,11 @@ pub struct ChatMessage {
     /// The text, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// When the author is logged in: its bootstrap's certificate that the sending device belongs to
+    /// the author's account. Receivers check it against the authenticated sender before showing
+    /// `user:`; without a valid one the message is from a bare peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_cert: Option<DeviceCert>,
 }
 
 /// A message that decoded but breaks a rule of the protocol.
@@ -44,6 +50,7 @@ impl ChatMessage {
             sent_at,
             sender_name: sender_name.into(),
             text: Some(text.into()),
+            author_cert: None,
         }
     }
 

@@ -1,6 +1,12 @@
 //! Round trips, golden fixtures, typed errors and a seeded fuzz run over every frame kind.
 
+use confab_protocol::ContentHash;
+use confab_protocol::bootstrap::{
+    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, Notification,
+    NotifyAck, Profile, UserSummary,
+};
 use confab_protocol::direct::RejectReason;
+use confab_protocol::limits::{MAX_AVATAR_BYTES, MAX_PASSWORD_BYTES};
 use confab_protocol::limits::{MAX_DIRECT_REQUEST, MAX_NAME_BYTES, MAX_TEXT_BYTES};
 use confab_protocol::{
     ChatMessage, DecodeError, DirectRequest, DirectResponse, EncodeError, GossipFrame, MessageId,
@@ -16,6 +22,7 @@ fn sample_message() -> ChatMessage {
         sent_at: 1_764_000_000_000,
         sender_name: "alice".into(),
         text: Some("hello, bob — ünïcode ok".into()),
+        author_cert: None,
     }
 }
 
@@ -41,7 +48,147 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             .unwrap(),
         ),
         ("gossip_chat", encode(&GossipFrame::Chat(msg)).unwrap()),
+        (
+            "bootstrap_login",
+            encode(&BootstrapRequest::Login {
+                user: "alice".into(),
+                password: "correct horse".into(),
+            })
+            .unwrap(),
+        ),
+        (
+            "bootstrap_session",
+            encode(&BootstrapResponse::Session {
+                user: "alice".into(),
+                cert: sample_cert(),
+            })
+            .unwrap(),
+        ),
+        (
+            "notify_presence",
+            encode(&Notification::Presence {
+                user: "bob".into(),
+                online: true,
+            })
+            .unwrap(),
+        ),
     ]
+}
+
+fn sample_cert() -> DeviceCert {
+    DeviceCert {
+        user: "alice".into(),
+        device: vec![1; 38],
+        issued_at: 1_764_000_000_000,
+        issuer: vec![2; 38],
+        signature: vec![3; 64],
+    }
+}
+
+#[test]
+fn bootstrap_frames_round_trip() {
+    let avatar = Avatar {
+        mime: "image/png".into(),
+        bytes: vec![0x89, b'P', b'N', b'G'],
+    };
+    for request in [
+        BootstrapRequest::Register {
+            user: "alice".into(),
+            password: "pw".into(),
+        },
+        BootstrapRequest::Login {
+            user: "alice".into(),
+            password: "pw".into(),
+        },
+        BootstrapRequest::Session,
+        BootstrapRequest::Logout,
+        BootstrapRequest::DeleteAccount {
+            password: "pw".into(),
+        },
+        BootstrapRequest::ProfileSet {
+            nickname: Some("Al".into()),
+            signature: None,
+            avatar: Some(avatar.clone()),
+        },
+        BootstrapRequest::ProfileGet { user: "bob".into() },
+        BootstrapRequest::AvatarGet {
+            hash: ContentHash([9; 32]),
+        },
+        BootstrapRequest::SearchUsers { query: "bo".into() },
+        BootstrapRequest::FriendAdd { user: "bob".into() },
+        BootstrapRequest::FriendAccept { user: "bob".into() },
+        BootstrapRequest::FriendRemove { user: "bob".into() },
+        BootstrapRequest::Friends,
+    ] {
+        roundtrip(request);
+    }
+    for response in [
+        BootstrapResponse::Session {
+            user: "alice".into(),
+            cert: sample_cert(),
+        },
+        BootstrapResponse::Done,
+        BootstrapResponse::Profile(Profile {
+            user: "bob".into(),
+            nickname: "Bob".into(),
+            signature: "at lunch".into(),
+            avatar_hash: Some(ContentHash([1; 32])),
+            online: true,
+        }),
+        BootstrapResponse::Avatar(avatar),
+        BootstrapResponse::Users {
+            users: vec![UserSummary {
+                user: "bob".into(),
+                nickname: "Bob".into(),
+                online: false,
+            }],
+        },
+        BootstrapResponse::Friends {
+            friends: vec![Friend {
+                user: "bob".into(),
+                nickname: "Bob".into(),
+                signature: String::new(),
+                online: true,
+            }],
+            incoming: vec!["carol".into()],
+            outgoing: vec![],
+        },
+        BootstrapResponse::Error {
+            code: ErrorCode::Throttled,
+            message: "slow down".into(),
+            retry_after_ms: Some(1500),
+        },
+    ] {
+        roundtrip(response);
+    }
+    for note in [
+        Notification::Presence {
+            user: "bob".into(),
+            online: false,
+        },
+        Notification::FriendRequest { from: "bob".into() },
+        Notification::FriendAdded { user: "bob".into() },
+        Notification::FriendRemoved { user: "bob".into() },
+        Notification::LoggedOut,
+    ] {
+        roundtrip(note);
+    }
+    roundtrip(NotifyAck {});
+    // Limits beyond the types.
+    let big = BootstrapRequest::ProfileSet {
+        nickname: None,
+        signature: None,
+        avatar: Some(Avatar {
+            mime: "image/png".into(),
+            bytes: vec![0; MAX_AVATAR_BYTES + 1],
+        }),
+    };
+    assert!(matches!(encode(&big), Err(EncodeError::Invalid { .. })));
+    let long = BootstrapRequest::Login {
+        user: "alice".into(),
+        password: "p".repeat(MAX_PASSWORD_BYTES + 1),
+    };
+    assert!(matches!(encode(&long), Err(EncodeError::Invalid { .. })));
 }
 
 fn roundtrip<T: Wire + PartialEq + std::fmt::Debug>(value: T) {
@@ -295,6 +442,17 @@ fn check_no_panic(buf: &[u8]) {
     {
         assert_eq!(decode::<DirectResponse>(&again).unwrap(), v);
     }
+    if let Ok(v) = decode::<BootstrapRequest>(buf)
+        && v != BootstrapRequest::Unknown
+    {
+        assert_eq!(decode::<BootstrapRequest>(&encode(&v).unwrap()).unwrap(), v);
+    }
+    if let Ok(v) = decode::<Notification>(buf)
+        && v != Notification::Unknown
+    {
+        assert_eq!(decode::<Notification>(&encode(&v).unwrap()).unwrap(), v);
+    }
+    let _ = decode::<BootstrapResponse>(buf);
     if let Ok(v) = decode::<GossipFrame>(buf)
         && v != GossipFrame::Unknown
     {

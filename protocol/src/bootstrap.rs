@@ -1,0 +1,413 @@
+//! `/confab/bootstrap/1` (node → bootstrap requests) and `/confab/notify/1` (bootstrap → node
+//! pushes). The bootstrap authorises every request by the peer id of the authenticated connection:
+//! no token travels in a payload.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Wire;
+use crate::ids::ContentHash;
+use crate::limits::*;
+
+/// The libp2p protocol name of requests to a bootstrap.
+pub const BOOTSTRAP_PROTOCOL: &str = "/confab/bootstrap/1";
+/// The libp2p protocol name of pushes from a bootstrap to a node.
+pub const NOTIFY_PROTOCOL: &str = "/confab/notify/1";
+
+/// An image a user shows as their avatar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Avatar {
+    /// `image/png`, `image/jpeg`, ...
+    pub mime: String,
+    /// The image file.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// What a node asks of its bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BootstrapRequest {
+    /// Creates an account and logs this device in.
+    Register {
+        /// The username (normalised by the server: see [`normalize_username`]).
+        user: String,
+        /// The password, in clear over the encrypted connection; hashed at once by the server.
+        password: String,
+    },
+    /// Logs this device into an existing account.
+    Login {
+        /// The username.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// Which account this device is logged into, with a fresh certificate.
+    Session,
+    /// Unbinds this device from its account.
+    Logout,
+    /// Deletes the account and everything of it; every device is logged out.
+    DeleteAccount {
+        /// The password again, to be sure.
+        password: String,
+    },
+    /// Changes the profile; absent fields stay as they are.
+    ProfileSet {
+        /// Display name.
+        nickname: Option<String>,
+        /// Status line.
+        signature: Option<String>,
+        /// Avatar image.
+        avatar: Option<Avatar>,
+    },
+    /// Another user's (or one's own) profile.
+    ProfileGet {
+        /// Whose.
+        user: String,
+    },
+    /// An avatar image by its hash.
+    AvatarGet {
+        /// The BLAKE3 hash from a profile.
+        hash: ContentHash,
+    },
+    /// Users whose username or nickname contains `query`.
+    SearchUsers {
+        /// A substring (case-insensitive).
+        query: String,
+    },
+    /// Asks `user` to become friends (or accepts, if they asked first).
+    FriendAdd {
+        /// Whom.
+        user: String,
+    },
+    /// Accepts a pending friend request from `user`.
+    FriendAccept {
+        /// Whose.
+        user: String,
+    },
+    /// Ends a friendship, or withdraws or declines a request.
+    FriendRemove {
+        /// Whom.
+        user: String,
+    },
+    /// Friends with their online state, and pending requests.
+    Friends,
+    /// A request kind this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A bootstrap's signature that a device (peer id) belongs to a user. Any peer can check it with
+/// the bootstrap's public key, which its peer id contains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCert {
+    /// The account.
+    pub user: String,
+    /// The device's peer id (its multihash bytes).
+    #[serde(with = "serde_bytes")]
+    pub device: Vec<u8>,
+    /// When it was issued (unix ms, the bootstrap's clock).
+    pub issued_at: u64,
+    /// The issuing bootstrap's peer id (multihash bytes).
+    #[serde(with = "serde_bytes")]
+    pub issuer: Vec<u8>,
+    /// The issuer's signature over [`DeviceCert::signed_bytes`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl DeviceCert {
+    /// The exact bytes the issuer signs: a domain tag and every field but the signature.
+    pub fn signed_bytes(user: &str, device: &[u8], issued_at: u64, issuer: &[u8]) -> Vec<u8> {
+        let fields = (
+            "confab-device-cert/1",
+            user,
+            serde_bytes::Bytes::new(device),
+            issued_at,
+            serde_bytes::Bytes::new(issuer),
+        );
+        // Encoding a tuple of strings, bytes and integers into a Vec cannot fail.
+        cbor4ii::serde::to_vec(Vec::new(), &fields).unwrap_or_default()
+    }
+
+    /// The bytes this certificate's signature must cover.
+    pub fn to_be_signed(&self) -> Vec<u8> {
+        Self::signed_bytes(&self.user, &self.device, self.issued_at, &self.issuer)
+    }
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The username.
+    pub user: String,
+    /// Display name (the username when never set).
+    pub nickname: String,
+    /// Status line.
+    pub signature: String,
+    /// The avatar's hash, if any.
+    pub avatar_hash: Option<ContentHash>,
+    /// Whether any device of the user is connected now.
+    pub online: bool,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    /// The username.
+    pub user: String,
+    /// Display name.
+    pub nickname: String,
+    /// Whether any device of the user is connected now.
+    pub online: bool,
+}
+
+/// One friend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Friend {
+    /// The username.
+    pub user: String,
+    /// Display name.
+    pub nickname: String,
+    /// Status line.
+    pub signature: String,
+    /// Whether any device of the friend is connected now.
+    pub online: bool,
+}
+
+/// Why a bootstrap refused a request. Stable: front-ends map these to messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The username is taken.
+    UserExists,
+    /// The password is too weak (too short, too common, contains the username).
+    WeakPassword,
+    /// Wrong username or password (which one is never said).
+    BadCredentials,
+    /// The username breaks the naming rules.
+    InvalidUsername,
+    /// This device is not logged in.
+    NotLoggedIn,
+    /// No such user.
+    UnknownUser,
+    /// No such thing (avatar, request).
+    NotFound,
+    /// Too many attempts; retry after the time given.
+    Throttled,
+    /// Something is over a size limit.
+    TooLarge,
+    /// The request is malformed or breaks a rule.
+    Invalid,
+    /// Not allowed (e.g. befriending oneself, a full friends list).
+    NotAllowed,
+    /// The server failed; retry later.
+    Internal,
+    /// A code this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The answer to a [`BootstrapRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BootstrapResponse {
+    /// This device is logged in as `user`.
+    Session {
+        /// The account.
+        user: String,
+        /// A certificate for this device.
+        cert: DeviceCert,
+    },
+    /// Done, nothing to return.
+    Done,
+    /// A profile.
+    Profile(Profile),
+    /// An avatar image.
+    Avatar(Avatar),
+    /// Search results.
+    Users {
+        /// At most [`MAX_SEARCH_RESULTS`].
+        users: Vec<UserSummary>,
+    },
+    /// Friends and pending requests.
+    Friends {
+        /// Accepted friends.
+        friends: Vec<Friend>,
+        /// Users who asked this user and wait for an answer.
+        incoming: Vec<String>,
+        /// Users this user asked, not answered yet.
+        outgoing: Vec<String>,
+    },
+    /// Refused.
+    Error {
+        /// Why (stable).
+        code: ErrorCode,
+        /// For people.
+        message: String,
+        /// For [`ErrorCode::Throttled`]: when to try again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// A response kind this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What a bootstrap pushes to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Notification {
+    /// A friend came online or went offline.
+    Presence {
+        /// The friend.
+        user: String,
+        /// Now online?
+        online: bool,
+    },
+    /// `from` asks to be friends.
+    FriendRequest {
+        /// Who asks.
+        from: String,
+    },
+    /// `user` and this user are now friends.
+    FriendAdded {
+        /// The new friend.
+        user: String,
+    },
+    /// `user` ended the friendship (or withdrew or declined a request).
+    FriendRemoved {
+        /// Who.
+        user: String,
+    },
+    /// This device was logged out (from another device, or the account was deleted).
+    LoggedOut,
+    /// A notification this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The acknowledgement of a [`Notification`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyAck {}
+
+/// Why a username is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a username is {MIN_USERNAME_CHARS} to {MAX_USERNAME_CHARS} letters, digits, '.', '_' or '-', starting with a letter or digit"
+)]
+pub struct InvalidUsername;
+
+/// The canonical form of a username: trimmed, lowercase ASCII, checked against the rules.
+/// `Alice` and `alice` are the same account.
+pub fn normalize_username(user: &str) -> Result<String, InvalidUsername> {
+    let user = user.trim().to_ascii_lowercase();
+    let ok_len = (MIN_USERNAME_CHARS..=MAX_USERNAME_CHARS).contains(&user.len());
+    let ok_chars = user
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let ok_start = user
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_start {
+        Ok(user)
+    } else {
+        Err(InvalidUsername)
+    }
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), String> {
+    if len > max {
+        Err(format!("{what} is {len} bytes, the limit is {max}"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Wire for BootstrapRequest {
+    const KIND: &'static str = "bootstrap request";
+    const VERSION: u16 = 1;
+    const MAX_SIZE: usize = MAX_BOOTSTRAP_REQUEST;
+
+    fn validate(&self) -> Result<(), String> {
+        use BootstrapRequest::*;
+        match self {
+            Register { user, password } | Login { user, password } => {
+                check_len("username", user.len(), MAX_USERNAME_CHARS * 4)?;
+                check_len("password", password.len(), MAX_PASSWORD_BYTES)
+            }
+            DeleteAccount { password } => check_len("password", password.len(), MAX_PASSWORD_BYTES),
+            ProfileSet {
+                nickname,
+                signature,
+                avatar,
+            } => {
+                check_len(
+                    "nickname",
+                    nickname.as_ref().map_or(0, String::len),
+                    MAX_NAME_BYTES,
+                )?;
+                check_len(
+                    "signature",
+                    signature.as_ref().map_or(0, String::len),
+                    MAX_SIGNATURE_BYTES,
+                )?;
+                if let Some(a) = avatar {
+                    check_len("avatar", a.bytes.len(), MAX_AVATAR_BYTES)?;
+                    check_len("avatar type", a.mime.len(), 64)?;
+                }
+                Ok(())
+            }
+            ProfileGet { user }
+            | FriendAdd { user }
+            | FriendAccept { user }
+            | FriendRemove { user } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
+            SearchUsers { query } => check_len("query", query.len(), MAX_QUERY_BYTES),
+            Session | Logout | AvatarGet { .. } | Friends | Unknown => Ok(()),
+        }
+    }
+}
+
+impl Wire for BootstrapResponse {
+    const KIND: &'static str = "bootstrap response";
+    const VERSION: u16 = 1;
+    const MAX_SIZE: usize = MAX_BOOTSTRAP_RESPONSE;
+}
+
+impl Wire for Notification {
+    const KIND: &'static str = "notification";
+    const VERSION: u16 = 1;
+    const MAX_SIZE: usize = MAX_NOTIFY_FRAME;
+}
+
+impl Wire for NotifyAck {
+    const KIND: &'static str = "notification ack";
+    const VERSION: u16 = 1;
+    const MAX_SIZE: usize = 64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalised_and_checked() {
+        assert_eq!(normalize_username("  Alice.B ").unwrap(), "alice.b");
+        for bad in ["al", "-alice", "al ice", "ålice", &"a".repeat(33), ""] {
+            assert!(normalize_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn certificates_sign_every_field() {
+        let a = DeviceCert::signed_bytes("alice", b"dev", 1, b"boot");
+        assert_ne!(a, DeviceCert::signed_bytes("alicf", b"dev", 1, b"boot"));
+        assert_ne!(a, DeviceCert::signed_bytes("alice", b"deu", 1, b"boot"));
+        assert_ne!(a, DeviceCert::signed_bytes("alice", b"dev", 2, b"boot"));
+        assert_ne!(a, DeviceCert::signed_bytes("alice", b"dev", 1, b"boos"));
+    }
+}
