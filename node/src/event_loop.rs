@@ -169,7 +169,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
             ),
             ping: ping::Behaviour::default(),
             direct: request_response::Behaviour::with_codec(
-                DirectCodec,
+                DirectCodec::default(),
                 [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(DIRECT_REQUEST_TIMEOUT)

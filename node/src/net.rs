@@ -3,6 +3,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use confab_protocol::{DirectRequest, DirectResponse, GossipFrame, Wire, decode, encode};
@@ -85,11 +86,32 @@ pub fn gossipsub_config(heartbeat: Duration) -> Result<gossipsub::Config, String
         .map_err(|e| e.to_string())
 }
 
-/// The `/confab/direct/1` codec: the writer sends one frame and closes its side; the reader reads
-/// at most the frame kind's limit plus one byte, so an oversized or malformed frame fails the
-/// stream (libp2p resets it) without touching the rest of the connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirectCodec;
+/// A request-response codec for any pair of [`Wire`] frame kinds: the writer sends one frame and
+/// closes its side; the reader reads at most the frame kind's limit plus one byte, so an
+/// oversized or malformed frame fails the stream (libp2p resets it) without touching the rest of
+/// the connection.
+pub struct WireCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
+
+impl<Req, Resp> Default for WireCodec<Req, Resp> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req, Resp> Clone for WireCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl<Req, Resp> std::fmt::Debug for WireCodec<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireCodec")
+    }
+}
+
+/// The `/confab/direct/1` codec.
+pub type DirectCodec = WireCodec<DirectRequest, DirectResponse>;
 
 async fn read_frame<T: Wire, R: AsyncRead + Unpin + Send>(io: &mut R) -> io::Result<T> {
     let mut buf = Vec::new();
@@ -108,35 +130,30 @@ async fn write_frame<T: Wire, W: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-impl libp2p::request_response::Codec for DirectCodec {
+impl<Req, Resp> libp2p::request_response::Codec for WireCodec<Req, Resp>
+where
+    Req: Wire + Send + Sync + 'static,
+    Resp: Wire + Send + Sync + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = DirectRequest;
-    type Response = DirectResponse;
+    type Request = Req;
+    type Response = Resp;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DirectRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
     where
         T: AsyncRead + Unpin + Send,
     {
         read_frame(io).await
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<DirectResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
         read_frame(io).await
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: DirectRequest,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -147,7 +164,7 @@ impl libp2p::request_response::Codec for DirectCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: DirectResponse,
+        res: Resp,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,

@@ -248,7 +248,7 @@ fn bare_swarm() -> Result<BareSwarm> {
         BARE_IDLE_TIMEOUT,
         |_| {
             Ok(request_response::Behaviour::with_codec(
-                DirectCodec,
+                DirectCodec::default(),
                 [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(MESSAGE_TIMEOUT),
             ))
