@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use confab_bootstrap::{Config, DEFAULT_PORT};
+use confab_bootstrap::{Config, limits::DEFAULT_PORT};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
     if !cli.listen.is_empty() {
         config.listen = cli.listen;
     }
+    config.mdns = !(cli.no_mdns || confab_node::Config::mdns_disabled_by_env());
     let server = confab_bootstrap::start(config).await.with_context(|| {
         format!(
             "starting on port {DEFAULT_PORT} with data dir {}",

@@ -1,26 +1,35 @@
-//! The bootstrap's database (`bootstrap.redb` in the data dir). Only this module knows redb.
+//! The bootstrap's storage: one redb file (`bootstrap.redb`) in the data dir. Only this module and
+//! its children know redb; services see [`Store`], [`Tx`] and plain records.
 //!
-//! Tables: `meta_v1` (`&str -> bytes`): the server's key.
+//! Every write is one durable transaction ([`Store::write`]): a closure that reads and writes
+//! through [`Tx`], so a service's check-then-act (e.g. "not friends yet, so add a request") is
+//! atomic. Reads that need no consistency with a write use [`Store::read`].
 
-use std::path::Path;
+pub(crate) mod tables;
 
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
-const KEY_IDENTITY: &str = "identity";
+use confab_protocol::ContentHash;
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
 
-/// The file name inside the data dir.
+use tables::*;
+
+/// The file name of the database inside the data dir.
 pub const STORE_FILE: &str = "bootstrap.redb";
 
 /// The store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Another process has the database open.
     #[error("{0} is in use by another confab-bootstrap")]
-    Locked(String),
+    Locked(PathBuf),
     /// The database or the disk failed.
-    #[error("{0}")]
+    #[error("database: {0}")]
     Database(String),
     /// A record could not be read back.
     #[error("corrupt record: {0}")]
@@ -33,27 +42,382 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
     }
 }
 
-/// Opens the database and returns the server's key, storing `fresh` if there is none yet.
-pub fn open_identity(data_dir: &Path, fresh: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
-    let path = data_dir.join(STORE_FILE);
-    let db = Database::create(&path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
-        other => StoreError::Database(format!("{}: {other}", path.display())),
-    })?;
-    let txn = db.begin_write()?;
-    let key = {
-        let mut meta = txn.open_table(META)?;
-        let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
-        match stored {
-            Some(k) => k,
-            None => {
-                meta.insert(KEY_IDENTITY, fresh.as_slice())?;
-                fresh
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The username (normalised).
+    pub user: String,
+    /// The argon2id hash of the password as a PHC string (parameters included, so they can rise).
+    pub password_phc: String,
+    /// When the account was created (unix ms).
+    pub created_at: u64,
+    /// Display name.
+    pub nickname: String,
+    /// Status line.
+    pub signature: String,
+    /// The avatar's hash, if any.
+    pub avatar: Option<ContentHash>,
+}
+
+/// How two users relate. Stored on both sides: `Outgoing` at the asker is `Incoming` at the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Nothing.
+    None,
+    /// Friends.
+    Friends,
+    /// This user asked the other.
+    Outgoing,
+    /// The other asked this user.
+    Incoming,
+}
+
+impl Relation {
+    fn to_u8(self) -> u8 {
+        match self {
+            Relation::None => 0,
+            Relation::Friends => 1,
+            Relation::Outgoing => 2,
+            Relation::Incoming => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Relation::Friends,
+            2 => Relation::Outgoing,
+            3 => Relation::Incoming,
+            _ => Relation::None,
+        }
+    }
+
+    /// The same relation seen from the other side.
+    pub fn mirrored(self) -> Self {
+        match self {
+            Relation::Outgoing => Relation::Incoming,
+            Relation::Incoming => Relation::Outgoing,
+            other => other,
+        }
+    }
+}
+
+/// Counts for `stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Accounts.
+    pub users: u64,
+    /// Devices bound to accounts.
+    pub devices: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AvatarRecord {
+    mime: String,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+fn to_cbor<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    cbor4ii::serde::to_vec(Vec::new(), v).map_err(|e| StoreError::Database(format!("{e:?}")))
+}
+
+fn from_cbor<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
+    cbor4ii::serde::from_slice(b).map_err(|e| StoreError::Corrupt(format!("{e:?}")))
+}
+
+/// The handle to the database. Cheap to clone; its methods block (call them off the event loop).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`, creating every table. Returns the store and
+    /// the server's key, storing `fresh_identity` if there is none yet.
+    pub fn open(data_dir: &Path, fresh_identity: Vec<u8>) -> Result<(Store, Vec<u8>), StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join(STORE_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+            other => StoreError::Database(format!("{}: {other}", path.display())),
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path,
+        };
+        let identity = store.write(|tx| {
+            tx.create_tables()?;
+            let mut meta = tx.txn.open_table(META)?;
+            let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
+            Ok::<_, StoreError>(match stored {
+                Some(k) => k,
+                None => {
+                    meta.insert(KEY_IDENTITY, fresh_identity.as_slice())?;
+                    fresh_identity
+                }
+            })
+        })?;
+        Ok((store, identity))
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one durable write transaction; commits if it returns `Ok`.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::from)?;
+        let mut tx = Tx { txn };
+        let out = f(&mut tx)?;
+        tx.txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a consistent snapshot. (A write transaction is used for its API; it is dropped
+    /// without committing, so nothing changes.)
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut tx = Tx { txn };
+        let out = f(&mut tx)?;
+        tx.txn.abort().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// The username a device is bound to. Uses a read transaction: never waits for writers.
+    pub fn device_user(&self, device: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICE_USER)?;
+        Ok(table.get(device)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Accounts and devices.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(StoreStats {
+            users: txn.open_table(USERS)?.len()?,
+            devices: txn.open_table(DEVICE_USER)?.len()?,
+        })
+    }
+}
+
+/// A write transaction with domain operations. Obtained from [`Store::write`] / [`Store::read`].
+pub struct Tx {
+    txn: WriteTransaction,
+}
+
+impl Tx {
+    fn create_tables(&mut self) -> Result<(), StoreError> {
+        self.txn.open_table(META)?;
+        self.txn.open_table(USERS)?;
+        self.txn.open_table(DEVICE_USER)?;
+        self.txn.open_table(USER_DEVICES)?;
+        self.txn.open_table(RELATIONS)?;
+        self.txn.open_table(AVATARS)?;
+        self.txn.open_table(AVATAR_REFS)?;
+        Ok(())
+    }
+
+    /// An account.
+    pub fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let table = self.txn.open_table(USERS)?;
+        let value = table.get(user)?.map(|v| v.value().to_vec());
+        value.map(|v| from_cbor(&v)).transpose()
+    }
+
+    /// Creates or replaces an account record.
+    pub fn put_user(&mut self, record: &UserRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(USERS)?
+            .insert(record.user.as_str(), to_cbor(record)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Every username, sorted.
+    pub fn usernames(&self) -> Result<Vec<String>, StoreError> {
+        let table = self.txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.0.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Accounts matching `keep`, in username order, at most `limit`.
+    pub fn find_users(
+        &self,
+        limit: usize,
+        keep: impl Fn(&UserRecord) -> bool,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let table = self.txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let record: UserRecord = from_cbor(entry?.1.value())?;
+            if keep(&record) {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
-    };
-    txn.commit()?;
-    Ok(key)
+        Ok(out)
+    }
+
+    /// Deletes an account record only (see the accounts service for the rest).
+    pub fn remove_user(&mut self, user: &str) -> Result<(), StoreError> {
+        self.txn.open_table(USERS)?.remove(user)?;
+        Ok(())
+    }
+
+    /// The username a device is bound to.
+    pub fn device_user(&self, device: &str) -> Result<Option<String>, StoreError> {
+        let table = self.txn.open_table(DEVICE_USER)?;
+        Ok(table.get(device)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Binds a device to a user (moving it from any previous user).
+    pub fn bind_device(&mut self, device: &str, user: &str, now: u64) -> Result<(), StoreError> {
+        self.unbind_device(device)?;
+        self.txn.open_table(DEVICE_USER)?.insert(device, user)?;
+        self.txn
+            .open_table(USER_DEVICES)?
+            .insert((user, device), now)?;
+        Ok(())
+    }
+
+    /// Unbinds a device; returns the user it was bound to.
+    pub fn unbind_device(&mut self, device: &str) -> Result<Option<String>, StoreError> {
+        let previous = self
+            .txn
+            .open_table(DEVICE_USER)?
+            .remove(device)?
+            .map(|v| v.value().to_owned());
+        if let Some(user) = &previous {
+            self.txn
+                .open_table(USER_DEVICES)?
+                .remove((user.as_str(), device))?;
+        }
+        Ok(previous)
+    }
+
+    /// The devices bound to a user.
+    pub fn user_devices(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let table = self.txn.open_table(USER_DEVICES)?;
+        let mut out = Vec::new();
+        for entry in table.range((user, "")..)? {
+            let (key, _) = entry?;
+            let (u, device) = key.value();
+            if u != user {
+                break;
+            }
+            out.push(device.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// How `user` relates to `other`.
+    pub fn relation(&self, user: &str, other: &str) -> Result<Relation, StoreError> {
+        let table = self.txn.open_table(RELATIONS)?;
+        Ok(table
+            .get((user, other))?
+            .map_or(Relation::None, |v| Relation::from_u8(v.value())))
+    }
+
+    /// Sets how `user` relates to `other`, and the mirror image on the other side.
+    pub fn set_relation(
+        &mut self,
+        user: &str,
+        other: &str,
+        relation: Relation,
+    ) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(RELATIONS)?;
+        if relation == Relation::None {
+            table.remove((user, other))?;
+            table.remove((other, user))?;
+        } else {
+            table.insert((user, other), relation.to_u8())?;
+            table.insert((other, user), relation.mirrored().to_u8())?;
+        }
+        Ok(())
+    }
+
+    /// Everyone `user` relates to, with the relation.
+    pub fn relations(&self, user: &str) -> Result<Vec<(String, Relation)>, StoreError> {
+        let table = self.txn.open_table(RELATIONS)?;
+        let mut out = Vec::new();
+        for entry in table.range((user, "")..)? {
+            let (key, value) = entry?;
+            let (u, other) = key.value();
+            if u != user {
+                break;
+            }
+            out.push((other.to_owned(), Relation::from_u8(value.value())));
+        }
+        Ok(out)
+    }
+
+    /// Stores an avatar image (once per content) and counts one more user showing it.
+    pub fn add_avatar(
+        &mut self,
+        hash: ContentHash,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut refs = self.txn.open_table(AVATAR_REFS)?;
+        let count = refs.get(hash.0.as_slice())?.map_or(0, |v| v.value());
+        refs.insert(hash.0.as_slice(), count + 1)?;
+        if count == 0 {
+            let record = AvatarRecord {
+                mime: mime.to_owned(),
+                bytes: bytes.to_vec(),
+            };
+            self.txn
+                .open_table(AVATARS)?
+                .insert(hash.0.as_slice(), to_cbor(&record)?.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// One user fewer shows this avatar; the image goes when nobody does.
+    pub fn release_avatar(&mut self, hash: ContentHash) -> Result<(), StoreError> {
+        let mut refs = self.txn.open_table(AVATAR_REFS)?;
+        let count = refs.get(hash.0.as_slice())?.map_or(0, |v| v.value());
+        if count <= 1 {
+            refs.remove(hash.0.as_slice())?;
+            self.txn.open_table(AVATARS)?.remove(hash.0.as_slice())?;
+        } else {
+            refs.insert(hash.0.as_slice(), count - 1)?;
+        }
+        Ok(())
+    }
+
+    /// An avatar image: `(mime, bytes)`.
+    pub fn avatar(&self, hash: ContentHash) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let table = self.txn.open_table(AVATARS)?;
+        let value = table.get(hash.0.as_slice())?.map(|v| v.value().to_vec());
+        match value {
+            Some(v) => {
+                let record: AvatarRecord = from_cbor(&v)?;
+                Ok(Some((record.mime, record.bytes)))
+            }
+            None => Ok(None),
+        }
+    }
 }

@@ -1,0 +1,147 @@
+//! Server configuration (command line or TOML file) and every limit of the server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every bound of the server, in one place.
+pub mod limits {
+    use std::time::Duration;
+
+    /// The port a bootstrap listens on by default (TCP and QUIC).
+    pub const DEFAULT_PORT: u16 = 4717;
+    /// Established connections held at most.
+    pub const MAX_CONNECTIONS: u32 = 10_000;
+    /// Established connections per peer.
+    pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+    /// Incoming connections still in their handshake.
+    pub const MAX_PENDING_INCOMING: u32 = 256;
+    /// Requests being served at once; further ones are refused as busy.
+    pub const MAX_CONCURRENT_REQUESTS: usize = 256;
+    /// Concurrent `/confab/bootstrap/1` streams per connection.
+    pub const MAX_STREAMS_PER_CONNECTION: usize = 16;
+    /// argon2 computations at once (each takes 19 MiB).
+    pub const MAX_CONCURRENT_HASHES: usize = 2;
+    /// argon2 computations waiting; beyond it a login is refused as throttled.
+    pub const MAX_QUEUED_HASHES: usize = 32;
+    /// Failed logins allowed per account or address before back-off starts.
+    pub const THROTTLE_FREE_FAILURES: u32 = 5;
+    /// The longest back-off.
+    pub const THROTTLE_MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+    /// Accounts and addresses tracked by the throttle at most.
+    pub const MAX_THROTTLE_ENTRIES: usize = 100_000;
+    /// Ping interval; a connection whose ping fails is closed (so presence turns offline).
+    pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+    /// How long a ping may take before it counts as failed.
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Connections stay open while their peer lives (ping decides), up to this long idle.
+    pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// How long a request may take to be answered.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Relay: reservations held at most.
+    pub const RELAY_MAX_RESERVATIONS: usize = 1024;
+    /// Relay: circuits at once.
+    pub const RELAY_MAX_CIRCUITS: usize = 256;
+    /// Relay: circuits per peer.
+    pub const RELAY_MAX_CIRCUITS_PER_PEER: usize = 8;
+    /// Relay: how long one circuit lasts.
+    pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(10 * 60);
+    /// Relay: bytes one circuit may carry.
+    pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
+    /// Backup generations kept.
+    pub const BACKUP_GENERATIONS: usize = 5;
+}
+
+/// How a bootstrap is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where its database lives.
+    pub data_dir: PathBuf,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Whether to advertise on the LAN over mDNS.
+    pub mdns: bool,
+    /// Where periodic backups go (none when `None`).
+    pub backup_dir: Option<PathBuf>,
+    /// How often to back up.
+    pub backup_interval: Duration,
+}
+
+impl Config {
+    /// Defaults: TCP and QUIC on [`limits::DEFAULT_PORT`] on every interface, mDNS on, no backups.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: vec![
+                format!("/ip4/0.0.0.0/tcp/{}", limits::DEFAULT_PORT),
+                format!("/ip4/0.0.0.0/udp/{}/quic-v1", limits::DEFAULT_PORT),
+            ],
+            mdns: true,
+            backup_dir: None,
+            backup_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The optional TOML file (`--config FILE`); command-line options override it.
+///
+/// ```toml
+/// data_dir = "/var/lib/confab-bootstrap"
+/// listen = ["/ip4/0.0.0.0/tcp/4717", "/ip4/0.0.0.0/udp/4717/quic-v1"]
+/// mdns = true
+/// backup_dir = "/var/backups/confab"
+/// backup_interval_secs = 3600
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Config::listen`].
+    pub listen: Option<Vec<String>>,
+    /// See [`Config::mdns`].
+    pub mdns: Option<bool>,
+    /// See [`Config::backup_dir`].
+    pub backup_dir: Option<PathBuf>,
+    /// See [`Config::backup_interval`], in seconds.
+    pub backup_interval_secs: Option<u64>,
+}
+
+/// The config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {reason}")]
+pub struct ConfigFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let err = |reason: String| ConfigFileError {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_parse_and_reject_typos() {
+        let parsed: FileConfig = toml::from_str(
+            "data_dir = \"/d\"\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\nbackup_interval_secs = 60\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.data_dir.as_deref(), Some(Path::new("/d")));
+        assert_eq!(parsed.backup_interval_secs, Some(60));
+        assert!(toml::from_str::<FileConfig>("data_dri = \"/d\"").is_err());
+    }
+}

@@ -1,0 +1,794 @@
+//! The rules of the bootstrap: accounts, devices, profiles, friends. Each request becomes an
+//! [`Outcome`]: the response, plus [`Effect`]s (notifications, presence changes) that the event
+//! loop carries out. Services never touch the network; they take the store and the presence map.
+
+pub mod password;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use confab_protocol::ContentHash;
+use confab_protocol::bootstrap::{
+    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, Notification,
+    Profile, UserSummary, normalize_username,
+};
+use confab_protocol::limits::{
+    MAX_FRIENDS, MAX_NAME_BYTES, MAX_SEARCH_RESULTS, MAX_SIGNATURE_BYTES,
+};
+use libp2p::{PeerId, identity::Keypair};
+
+use crate::presence::Presence;
+use crate::store::{Relation, Store, StoreError, Tx, UserRecord};
+use password::{Hasher, Throttle, ThrottleKey};
+
+/// Something the event loop must do after a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Push to every online device of `user`.
+    Notify {
+        /// The receiver.
+        user: String,
+        /// What.
+        note: Notification,
+    },
+    /// Push to one device.
+    NotifyDevice {
+        /// The device.
+        device: PeerId,
+        /// What.
+        note: Notification,
+    },
+    /// `device` is now bound to `user` (it logged in).
+    DeviceBound {
+        /// The device.
+        device: PeerId,
+        /// The account.
+        user: String,
+    },
+    /// `device` is no longer bound (logout, account deleted).
+    DeviceUnbound {
+        /// The device.
+        device: PeerId,
+    },
+}
+
+/// A response and what follows from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The answer to the requester.
+    pub response: BootstrapResponse,
+    /// What the event loop does next.
+    pub effects: Vec<Effect>,
+}
+
+/// A refusal, as a service error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    code: ErrorCode,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("store: {e}");
+        Refusal::new(
+            ErrorCode::Internal,
+            "the server's storage failed; try again later",
+        )
+    }
+}
+
+impl From<password::Busy> for Refusal {
+    fn from(_: password::Busy) -> Self {
+        Refusal {
+            code: ErrorCode::Throttled,
+            message: "the server is busy checking passwords; try again shortly".into(),
+            retry_after_ms: Some(1000),
+        }
+    }
+}
+
+fn bad_credentials() -> Refusal {
+    Refusal::new(ErrorCode::BadCredentials, "wrong username or password")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The bootstrap's rules, with what they need. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    keypair: Arc<Keypair>,
+    hasher: Arc<Hasher>,
+    throttle: Arc<Mutex<Throttle>>,
+    presence: Arc<Presence>,
+    /// A hash of a random password: unknown users are checked against it, so that "no such user"
+    /// takes as long as "wrong password".
+    decoy_phc: Arc<String>,
+}
+
+impl Service {
+    /// A service over `store`, signing certificates with `keypair`.
+    pub async fn new(
+        store: Store,
+        keypair: Keypair,
+        presence: Arc<Presence>,
+    ) -> Result<Self, password::Busy> {
+        let hasher = Arc::new(Hasher::default());
+        let decoy: [u8; 16] = rand_bytes();
+        let decoy_phc = hasher.hash(hex_string(&decoy)).await?;
+        Ok(Self {
+            store,
+            keypair: Arc::new(keypair),
+            hasher,
+            throttle: Arc::new(Mutex::new(Throttle::default())),
+            presence,
+            decoy_phc: Arc::new(decoy_phc),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, format!("internal error: {e}")))?
+    }
+
+    fn certificate(&self, user: &str, device: &PeerId) -> DeviceCert {
+        let issuer = self.keypair.public().to_peer_id().to_bytes();
+        let device = device.to_bytes();
+        let issued_at = now_ms();
+        let signed = DeviceCert::signed_bytes(user, &device, issued_at, &issuer);
+        // Signing with an ed25519 key cannot fail.
+        let signature = self.keypair.sign(&signed).unwrap_or_default();
+        DeviceCert {
+            user: user.to_owned(),
+            device,
+            issued_at,
+            issuer,
+            signature,
+        }
+    }
+
+    fn session(&self, user: String, device: PeerId) -> Outcome {
+        Outcome {
+            response: BootstrapResponse::Session {
+                cert: self.certificate(&user, &device),
+                user: user.clone(),
+            },
+            effects: vec![Effect::DeviceBound { device, user }],
+        }
+    }
+
+    async fn logged_in(&self, device: PeerId) -> Result<String, Refusal> {
+        let key = device.to_base58();
+        self.blocking(move |s| s.device_user(&key).map_err(Refusal::from))
+            .await?
+            .ok_or_else(|| Refusal::new(ErrorCode::NotLoggedIn, "log in first"))
+    }
+
+    /// Answers one request from `device` (the authenticated peer), connected from `source`.
+    pub async fn handle(
+        &self,
+        device: PeerId,
+        source: Option<IpAddr>,
+        request: BootstrapRequest,
+    ) -> Outcome {
+        let result = match request {
+            BootstrapRequest::Register { user, password } => {
+                self.register(device, user, password).await
+            }
+            BootstrapRequest::Login { user, password } => {
+                self.login(device, source, user, password).await
+            }
+            BootstrapRequest::Session => match self.logged_in(device).await {
+                Ok(user) => Ok(self.session(user, device)),
+                Err(e) => Err(e),
+            },
+            BootstrapRequest::Logout => self.logout(device).await,
+            BootstrapRequest::DeleteAccount { password } => {
+                self.delete_account(device, source, password).await
+            }
+            BootstrapRequest::ProfileSet {
+                nickname,
+                signature,
+                avatar,
+            } => self.profile_set(device, nickname, signature, avatar).await,
+            BootstrapRequest::ProfileGet { user } => self.profile_get(device, user).await,
+            BootstrapRequest::AvatarGet { hash } => self.avatar_get(device, hash).await,
+            BootstrapRequest::SearchUsers { query } => self.search(device, query).await,
+            BootstrapRequest::FriendAdd { user } => self.friend_add(device, user).await,
+            BootstrapRequest::FriendAccept { user } => self.friend_accept(device, user).await,
+            BootstrapRequest::FriendRemove { user } => self.friend_remove(device, user).await,
+            BootstrapRequest::Friends => self.friends(device).await,
+            _ => Err(Refusal::new(
+                ErrorCode::Invalid,
+                "this server does not know that request",
+            )),
+        };
+        result.unwrap_or_else(|r| Outcome {
+            response: BootstrapResponse::Error {
+                code: r.code,
+                message: r.message,
+                retry_after_ms: r.retry_after_ms,
+            },
+            effects: Vec::new(),
+        })
+    }
+
+    fn done(effects: Vec<Effect>) -> Result<Outcome, Refusal> {
+        Ok(Outcome {
+            response: BootstrapResponse::Done,
+            effects,
+        })
+    }
+
+    // ---- accounts --------------------------------------------------------------------------
+
+    async fn register(
+        &self,
+        device: PeerId,
+        user: String,
+        password: String,
+    ) -> Result<Outcome, Refusal> {
+        let user = normalize_username(&user)
+            .map_err(|e| Refusal::new(ErrorCode::InvalidUsername, e.to_string()))?;
+        password::check_strength(&user, &password)
+            .map_err(|e| Refusal::new(ErrorCode::WeakPassword, e.to_string()))?;
+        let exists = {
+            let user = user.clone();
+            self.blocking(move |s| s.read(|tx| Ok::<_, Refusal>(tx.user(&user)?.is_some())))
+                .await?
+        };
+        if exists {
+            return Err(Refusal::new(
+                ErrorCode::UserExists,
+                format!("the username {user} is taken"),
+            ));
+        }
+        let phc = self.hasher.hash(password).await?;
+        let record = UserRecord {
+            user: user.clone(),
+            password_phc: phc,
+            created_at: now_ms(),
+            nickname: user.clone(),
+            signature: String::new(),
+            avatar: None,
+        };
+        let device_key = device.to_base58();
+        self.blocking(move |s| {
+            s.write(|tx| {
+                // Checked again inside the transaction: two registrations may race.
+                if tx.user(&record.user)?.is_some() {
+                    return Err(Refusal::new(
+                        ErrorCode::UserExists,
+                        format!("the username {} is taken", record.user),
+                    ));
+                }
+                tx.put_user(&record)?;
+                tx.bind_device(&device_key, &record.user, now_ms())?;
+                Ok(())
+            })
+        })
+        .await?;
+        tracing::info!("registered {user} from {device}");
+        Ok(self.session(user, device))
+    }
+
+    /// Checks a password against the throttle and the stored hash. The same error, after the same
+    /// work, whether the user does not exist or the password is wrong.
+    async fn check_password(
+        &self,
+        user: &str,
+        source: Option<IpAddr>,
+        password: String,
+    ) -> Result<(), Refusal> {
+        let keys: Vec<ThrottleKey> = std::iter::once(ThrottleKey::Account(user.to_owned()))
+            .chain(source.map(ThrottleKey::Source))
+            .collect();
+        {
+            let throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if let Some(wait) = keys.iter().filter_map(|k| throttle.wait(k, now)).max() {
+                return Err(Refusal {
+                    code: ErrorCode::Throttled,
+                    message: format!(
+                        "too many failed attempts; try again in {} s",
+                        wait.as_secs() + 1
+                    ),
+                    retry_after_ms: Some(wait.as_millis() as u64 + 1),
+                });
+            }
+        }
+        let stored = {
+            let user = user.to_owned();
+            self.blocking(move |s| s.read(|tx| Ok::<_, Refusal>(tx.user(&user)?)))
+                .await?
+        };
+        let phc = stored.as_ref().map_or_else(
+            || self.decoy_phc.as_str().to_owned(),
+            |r| r.password_phc.clone(),
+        );
+        let matches = self.hasher.verify(password, phc).await? && stored.is_some();
+        let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        if matches {
+            throttle.succeeded(&keys[0]);
+            Ok(())
+        } else {
+            let now = Instant::now();
+            for k in keys {
+                throttle.failed(k, now);
+            }
+            Err(bad_credentials())
+        }
+    }
+
+    async fn login(
+        &self,
+        device: PeerId,
+        source: Option<IpAddr>,
+        user: String,
+        password: String,
+    ) -> Result<Outcome, Refusal> {
+        // An invalid name cannot have an account; that says nothing about any real account.
+        let user = normalize_username(&user).map_err(|_| bad_credentials())?;
+        self.check_password(&user, source, password).await?;
+        let (key, name) = (device.to_base58(), user.clone());
+        self.blocking(move |s| {
+            s.write(|tx| Ok::<_, Refusal>(tx.bind_device(&key, &name, now_ms())?))
+        })
+        .await?;
+        tracing::info!("{user} logged in from {device}");
+        Ok(self.session(user, device))
+    }
+
+    async fn logout(&self, device: PeerId) -> Result<Outcome, Refusal> {
+        let key = device.to_base58();
+        let was = self
+            .blocking(move |s| s.write(|tx| Ok::<_, Refusal>(tx.unbind_device(&key)?)))
+            .await?;
+        match was {
+            Some(_) => Self::done(vec![Effect::DeviceUnbound { device }]),
+            None => Err(Refusal::new(
+                ErrorCode::NotLoggedIn,
+                "this device is not logged in",
+            )),
+        }
+    }
+
+    async fn delete_account(
+        &self,
+        device: PeerId,
+        source: Option<IpAddr>,
+        password: String,
+    ) -> Result<Outcome, Refusal> {
+        let user = self.logged_in(device).await?;
+        self.check_password(&user, source, password).await?;
+        let name = user.clone();
+        let (devices, others) = self
+            .blocking(move |s| s.write(|tx| delete_user(tx, &name)))
+            .await?;
+        tracing::info!("deleted account {user}");
+        let mut effects = Vec::new();
+        for d in devices.iter().filter_map(|d| d.parse::<PeerId>().ok()) {
+            if d != device {
+                effects.push(Effect::NotifyDevice {
+                    device: d,
+                    note: Notification::LoggedOut,
+                });
+            }
+            effects.push(Effect::DeviceUnbound { device: d });
+        }
+        for other in others {
+            effects.push(Effect::Notify {
+                user: other,
+                note: Notification::FriendRemoved { user: user.clone() },
+            });
+        }
+        Self::done(effects)
+    }
+
+    // ---- profiles ---------------------------------------------------------------------------
+
+    async fn profile_set(
+        &self,
+        device: PeerId,
+        nickname: Option<String>,
+        signature: Option<String>,
+        avatar: Option<Avatar>,
+    ) -> Result<Outcome, Refusal> {
+        let user = self.logged_in(device).await?;
+        let nickname = nickname.map(|n| n.trim().to_owned());
+        if nickname.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("a nickname is at most {MAX_NAME_BYTES} bytes"),
+            ));
+        }
+        if signature
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_SIGNATURE_BYTES)
+        {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("a status line is at most {MAX_SIGNATURE_BYTES} bytes"),
+            ));
+        }
+        let avatar = match avatar {
+            Some(a) => {
+                let mime = image_mime(&a.bytes).ok_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::Invalid,
+                        "an avatar must be a PNG, JPEG, GIF or WebP image",
+                    )
+                })?;
+                Some((
+                    ContentHash(*blake3::hash(&a.bytes).as_bytes()),
+                    mime,
+                    a.bytes,
+                ))
+            }
+            None => None,
+        };
+        self.blocking(move |s| {
+            s.write(|tx| {
+                let mut record = tx
+                    .user(&user)?
+                    .ok_or_else(|| Refusal::new(ErrorCode::NotLoggedIn, "the account is gone"))?;
+                if let Some(n) = nickname {
+                    record.nickname = if n.is_empty() { record.user.clone() } else { n };
+                }
+                if let Some(sig) = signature {
+                    record.signature = sig;
+                }
+                if let Some((hash, mime, bytes)) = avatar {
+                    if record.avatar != Some(hash) {
+                        tx.add_avatar(hash, mime, &bytes)?;
+                        if let Some(old) = record.avatar {
+                            tx.release_avatar(old)?;
+                        }
+                        record.avatar = Some(hash);
+                    }
+                }
+                tx.put_user(&record)?;
+                Ok(())
+            })
+        })
+        .await?;
+        Self::done(Vec::new())
+    }
+
+    async fn profile_get(&self, device: PeerId, user: String) -> Result<Outcome, Refusal> {
+        self.logged_in(device).await?;
+        let user = normalize_username(&user).map_err(|_| unknown_user(&user))?;
+        let name = user.clone();
+        let record = self
+            .blocking(move |s| s.read(|tx| Ok::<_, Refusal>(tx.user(&name)?)))
+            .await?
+            .ok_or_else(|| unknown_user(&user))?;
+        Ok(Outcome {
+            response: BootstrapResponse::Profile(Profile {
+                online: self.presence.is_online(&record.user),
+                user: record.user,
+                nickname: record.nickname,
+                signature: record.signature,
+                avatar_hash: record.avatar,
+            }),
+            effects: Vec::new(),
+        })
+    }
+
+    async fn avatar_get(&self, device: PeerId, hash: ContentHash) -> Result<Outcome, Refusal> {
+        self.logged_in(device).await?;
+        let found = self
+            .blocking(move |s| s.read(|tx| Ok::<_, Refusal>(tx.avatar(hash)?)))
+            .await?;
+        match found {
+            Some((mime, bytes)) => Ok(Outcome {
+                response: BootstrapResponse::Avatar(Avatar { mime, bytes }),
+                effects: Vec::new(),
+            }),
+            None => Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("no avatar {hash}"),
+            )),
+        }
+    }
+
+    async fn search(&self, device: PeerId, query: String) -> Result<Outcome, Refusal> {
+        self.logged_in(device).await?;
+        let query = query.trim().to_lowercase();
+        if query.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::Invalid,
+                "search for at least one character",
+            ));
+        }
+        let found = self
+            .blocking(move |s| {
+                s.read(|tx| {
+                    Ok::<_, Refusal>(tx.find_users(MAX_SEARCH_RESULTS, |r| {
+                        r.user.contains(&query) || r.nickname.to_lowercase().contains(&query)
+                    })?)
+                })
+            })
+            .await?;
+        let users = found
+            .into_iter()
+            .map(|r| UserSummary {
+                online: self.presence.is_online(&r.user),
+                user: r.user,
+                nickname: r.nickname,
+            })
+            .collect();
+        Ok(Outcome {
+            response: BootstrapResponse::Users { users },
+            effects: Vec::new(),
+        })
+    }
+
+    // ---- friends ----------------------------------------------------------------------------
+
+    async fn friend_add(&self, device: PeerId, other: String) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let other = normalize_username(&other).map_err(|_| unknown_user(&other))?;
+        if other == me {
+            return Err(Refusal::new(
+                ErrorCode::NotAllowed,
+                "you cannot befriend yourself",
+            ));
+        }
+        let (a, b) = (me.clone(), other.clone());
+        let before = self
+            .blocking(move |s| {
+                s.write(|tx| {
+                    if tx.user(&b)?.is_none() {
+                        return Err(unknown_user(&b));
+                    }
+                    let before = tx.relation(&a, &b)?;
+                    match before {
+                        Relation::None => {
+                            if tx.relations(&a)?.len() >= MAX_FRIENDS
+                                || tx.relations(&b)?.len() >= MAX_FRIENDS
+                            {
+                                return Err(Refusal::new(
+                                    ErrorCode::NotAllowed,
+                                    "too many friends and requests",
+                                ));
+                            }
+                            tx.set_relation(&a, &b, Relation::Outgoing)?
+                        }
+                        // They asked first: adding them accepts.
+                        Relation::Incoming => tx.set_relation(&a, &b, Relation::Friends)?,
+                        Relation::Outgoing | Relation::Friends => {}
+                    }
+                    Ok(before)
+                })
+            })
+            .await?;
+        let effects = match before {
+            Relation::None | Relation::Outgoing => vec![Effect::Notify {
+                user: other,
+                note: Notification::FriendRequest { from: me },
+            }],
+            Relation::Incoming => friends_now(&me, &other),
+            Relation::Friends => Vec::new(),
+        };
+        Self::done(effects)
+    }
+
+    async fn friend_accept(&self, device: PeerId, other: String) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let other = normalize_username(&other).map_err(|_| unknown_user(&other))?;
+        let (a, b) = (me.clone(), other.clone());
+        self.blocking(move |s| {
+            s.write(|tx| match tx.relation(&a, &b)? {
+                Relation::Incoming => Ok(tx.set_relation(&a, &b, Relation::Friends)?),
+                Relation::Friends => Ok(()),
+                _ => Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no friend request from {b}"),
+                )),
+            })
+        })
+        .await?;
+        Self::done(friends_now(&me, &other))
+    }
+
+    async fn friend_remove(&self, device: PeerId, other: String) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let other = normalize_username(&other).map_err(|_| unknown_user(&other))?;
+        let (a, b) = (me.clone(), other.clone());
+        let before = self
+            .blocking(move |s| {
+                s.write(|tx| {
+                    let before = tx.relation(&a, &b)?;
+                    tx.set_relation(&a, &b, Relation::None)?;
+                    Ok::<_, Refusal>(before)
+                })
+            })
+            .await?;
+        let effects = if before == Relation::None {
+            Vec::new()
+        } else {
+            vec![
+                Effect::Notify {
+                    user: other.clone(),
+                    note: Notification::FriendRemoved { user: me.clone() },
+                },
+                Effect::Notify {
+                    user: me,
+                    note: Notification::FriendRemoved { user: other },
+                },
+            ]
+        };
+        Self::done(effects)
+    }
+
+    async fn friends(&self, device: PeerId) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let (friends, incoming, outgoing) = self
+            .blocking(move |s| {
+                s.read(|tx| {
+                    let mut friends = Vec::new();
+                    let (mut incoming, mut outgoing) = (Vec::new(), Vec::new());
+                    for (other, relation) in tx.relations(&me)? {
+                        match relation {
+                            Relation::Friends => {
+                                if let Some(r) = tx.user(&other)? {
+                                    friends.push(r);
+                                }
+                            }
+                            Relation::Incoming => incoming.push(other),
+                            Relation::Outgoing => outgoing.push(other),
+                            Relation::None => {}
+                        }
+                    }
+                    Ok::<_, Refusal>((friends, incoming, outgoing))
+                })
+            })
+            .await?;
+        let friends = friends
+            .into_iter()
+            .map(|r| Friend {
+                online: self.presence.is_online(&r.user),
+                user: r.user,
+                nickname: r.nickname,
+                signature: r.signature,
+            })
+            .collect();
+        Ok(Outcome {
+            response: BootstrapResponse::Friends {
+                friends,
+                incoming,
+                outgoing,
+            },
+            effects: Vec::new(),
+        })
+    }
+
+    /// The friends of `user` (for presence fan-out).
+    pub async fn friends_of(&self, user: String) -> Result<Vec<String>, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.read(|tx| {
+                Ok::<_, StoreError>(
+                    tx.relations(&user)?
+                        .into_iter()
+                        .filter(|(_, r)| *r == Relation::Friends)
+                        .map(|(u, _)| u)
+                        .collect(),
+                )
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+
+    /// What a device that just came online should be told: pending friend requests.
+    pub async fn pending_for(&self, user: String) -> Result<Vec<Notification>, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.read(|tx| {
+                Ok::<_, StoreError>(
+                    tx.relations(&user)?
+                        .into_iter()
+                        .filter(|(_, r)| *r == Relation::Incoming)
+                        .map(|(from, _)| Notification::FriendRequest { from })
+                        .collect(),
+                )
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+}
+
+fn unknown_user(user: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::UnknownUser,
+        format!("no user {}", user.chars().take(40).collect::<String>()),
+    )
+}
+
+fn friends_now(a: &str, b: &str) -> Vec<Effect> {
+    vec![
+        Effect::Notify {
+            user: a.to_owned(),
+            note: Notification::FriendAdded { user: b.to_owned() },
+        },
+        Effect::Notify {
+            user: b.to_owned(),
+            note: Notification::FriendAdded { user: a.to_owned() },
+        },
+    ]
+}
+
+/// Removes an account and everything of it; returns its devices and the users it related to.
+pub fn delete_user(tx: &mut Tx, user: &str) -> Result<(Vec<String>, Vec<String>), Refusal> {
+    let record = tx.user(user)?;
+    let devices = tx.user_devices(user)?;
+    for d in &devices {
+        tx.unbind_device(d)?;
+    }
+    let others: Vec<String> = tx.relations(user)?.into_iter().map(|(u, _)| u).collect();
+    for other in &others {
+        tx.set_relation(user, other, Relation::None)?;
+    }
+    if let Some(hash) = record.and_then(|r| r.avatar) {
+        tx.release_avatar(hash)?;
+    }
+    tx.remove_user(user)?;
+    Ok((devices, others))
+}
+
+/// The image type from the content's magic bytes, if it is one we accept.
+fn image_mime(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    use argon2::password_hash::rand_core::RngCore;
+    argon2::password_hash::rand_core::OsRng.fill_bytes(&mut out);
+    out
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

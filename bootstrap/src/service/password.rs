@@ -1,0 +1,318 @@
+//! Password hashing (argon2id at OWASP's parameters) with bounded concurrency, the strength rule,
+//! and login throttling.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::limits::{
+    MAX_CONCURRENT_HASHES, MAX_QUEUED_HASHES, MAX_THROTTLE_ENTRIES, THROTTLE_FREE_FAILURES,
+    THROTTLE_MAX_LOCK,
+};
+
+/// OWASP's recommendation for argon2id: 19 MiB of memory, 2 passes, 1 lane.
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// Passes over memory.
+pub const ARGON2_PASSES: u32 = 2;
+/// Lanes.
+pub const ARGON2_LANES: u32 = 1;
+
+fn argon2() -> Argon2<'static> {
+    // The parameters are constants within argon2's ranges; `Params::new` cannot fail for them.
+    let params =
+        Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The hasher is saturated; the caller should answer "try again later".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks are waiting")]
+pub struct Busy;
+
+/// Runs argon2 on blocking threads, at most [`MAX_CONCURRENT_HASHES`] at a time, with at most
+/// [`MAX_QUEUED_HASHES`] waiting: a login flood costs bounded memory and is refused beyond that.
+#[derive(Debug)]
+pub struct Hasher {
+    permits: Semaphore,
+    queued: AtomicUsize,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self {
+            permits: Semaphore::new(MAX_CONCURRENT_HASHES),
+            queued: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Hasher {
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_HASHES {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Busy);
+        }
+        let permit = self.permits.acquire().await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(job).await.map_err(|_| Busy)
+    }
+
+    /// A PHC string of `password` with a fresh salt.
+    pub async fn hash(self: &Arc<Self>, password: String) -> Result<String, Busy> {
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .await
+    }
+
+    /// Whether `password` matches `phc`. A malformed PHC string never matches.
+    pub async fn verify(self: &Arc<Self>, password: String, phc: String) -> Result<bool, Busy> {
+        self.run(move || {
+            PasswordHash::new(&phc)
+                .map(|parsed| {
+                    argon2()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+    }
+}
+
+/// Passwords nobody should use, whatever their length.
+const COMMON: &[&str] = &[
+    "password",
+    "password1",
+    "password123",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwertyuiop",
+    "qwerty123",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "welcome1",
+    "admin123",
+    "letmein1",
+    "trustno1",
+    "passw0rd",
+    "abc12345",
+    "11111111",
+    "00000000",
+    "1q2w3e4r",
+    "zaq12wsx",
+    "monkey123",
+    "dragon123",
+    "starwars",
+    "whatever",
+    "changeme",
+    "confab123",
+    "secret123",
+];
+
+/// Why a password is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeakPassword {
+    /// Fewer than 8 characters.
+    #[error("a password needs at least 8 characters")]
+    TooShort,
+    /// Over the protocol's limit.
+    #[error("the password is too long")]
+    TooLong,
+    /// Too few different characters ("aaaaaaaa").
+    #[error("the password repeats too few different characters")]
+    Repetitive,
+    /// Contains the username.
+    #[error("the password must not contain the username")]
+    ContainsUsername,
+    /// On the list of the most common passwords.
+    #[error("the password is one of the most common ones")]
+    Common,
+}
+
+/// The server's password rule.
+pub fn check_strength(user: &str, password: &str) -> Result<(), WeakPassword> {
+    if password.chars().count() < 8 {
+        return Err(WeakPassword::TooShort);
+    }
+    if password.len() > confab_protocol::limits::MAX_PASSWORD_BYTES {
+        return Err(WeakPassword::TooLong);
+    }
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return Err(WeakPassword::Repetitive);
+    }
+    let lower = password.to_lowercase();
+    if lower.contains(user) {
+        return Err(WeakPassword::ContainsUsername);
+    }
+    if COMMON.contains(&lower.as_str()) {
+        return Err(WeakPassword::Common);
+    }
+    Ok(())
+}
+
+/// What is throttled: an account, or a source address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ThrottleKey {
+    /// Failed logins for this username.
+    Account(String),
+    /// Failed logins from this address.
+    Source(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    locked_until: Instant,
+    last: Instant,
+}
+
+/// Failed-login counters with growing back-off: after [`THROTTLE_FREE_FAILURES`] failures, each
+/// further one doubles the wait (1 s, 2 s, 4 s, ... up to [`THROTTLE_MAX_LOCK`]). At most
+/// [`MAX_THROTTLE_ENTRIES`] keys are tracked; the stalest are forgotten first.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    entries: HashMap<ThrottleKey, Failures>,
+}
+
+impl Throttle {
+    /// How long `key` must still wait, if at all.
+    pub fn wait(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
+        let f = self.entries.get(key)?;
+        (f.locked_until > now).then(|| f.locked_until - now)
+    }
+
+    /// Records a failure.
+    pub fn failed(&mut self, key: ThrottleKey, now: Instant) {
+        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_THROTTLE_ENTRIES {
+            self.evict(now);
+        }
+        let f = self.entries.entry(key).or_insert(Failures {
+            count: 0,
+            locked_until: now,
+            last: now,
+        });
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+        if f.count > THROTTLE_FREE_FAILURES {
+            let exp = (f.count - THROTTLE_FREE_FAILURES - 1).min(20);
+            let lock = Duration::from_secs(1u64 << exp).min(THROTTLE_MAX_LOCK);
+            f.locked_until = now + lock;
+        }
+    }
+
+    /// Forgets the failures of `key` (after a successful login).
+    pub fn succeeded(&mut self, key: &ThrottleKey) {
+        self.entries.remove(key);
+    }
+
+    /// Keys tracked now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn evict(&mut self, now: Instant) {
+        // Unlocked entries first; if that frees nothing, the stalest half.
+        self.entries.retain(|_, f| f.locked_until > now);
+        if self.entries.len() >= MAX_THROTTLE_ENTRIES {
+            let mut lasts: Vec<Instant> = self.entries.values().map(|f| f.last).collect();
+            lasts.sort_unstable();
+            let cut = lasts[lasts.len() / 2];
+            self.entries.retain(|_, f| f.last > cut);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strength_rules() {
+        assert_eq!(check_strength("ann", "short"), Err(WeakPassword::TooShort));
+        assert_eq!(
+            check_strength("ann", "aaaaaaaaaa"),
+            Err(WeakPassword::Repetitive)
+        );
+        assert_eq!(
+            check_strength("annabel", "xxannabelxx1"),
+            Err(WeakPassword::ContainsUsername)
+        );
+        assert_eq!(
+            check_strength("ann", "Password123"),
+            Err(WeakPassword::Common)
+        );
+        assert_eq!(check_strength("ann", "correct horse battery"), Ok(()));
+    }
+
+    #[test]
+    fn back_off_grows_and_memory_is_bounded() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        let key = ThrottleKey::Account("ann".into());
+        for _ in 0..THROTTLE_FREE_FAILURES {
+            t.failed(key.clone(), now);
+        }
+        assert_eq!(t.wait(&key, now), None);
+        t.failed(key.clone(), now);
+        assert_eq!(t.wait(&key, now), Some(Duration::from_secs(1)));
+        t.failed(key.clone(), now);
+        assert_eq!(t.wait(&key, now), Some(Duration::from_secs(2)));
+        for _ in 0..40 {
+            t.failed(key.clone(), now);
+        }
+        assert_eq!(t.wait(&key, now), Some(THROTTLE_MAX_LOCK));
+        t.succeeded(&key);
+        assert_eq!(t.wait(&key, now), None);
+        for i in 0..(MAX_THROTTLE_ENTRIES + 10) {
+            t.failed(
+                ThrottleKey::Account(format!("u{i}")),
+                now + Duration::from_nanos(i as u64),
+            );
+        }
+        assert!(t.len() <= MAX_THROTTLE_ENTRIES);
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_with_the_real_parameters() {
+        let hasher = Arc::new(Hasher::default());
+        let phc = hasher.hash("correct horse battery".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(
+            hasher
+                .verify("correct horse battery".into(), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("wrong".into(), phc).await.unwrap());
+        assert!(!hasher.verify("x".into(), "not a phc".into()).await.unwrap());
+    }
+}

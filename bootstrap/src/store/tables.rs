@@ -1,0 +1,24 @@
+//! Every table of the bootstrap's database, in one place. The version is part of each name: a
+//! format change is a new table and a migration, never a silent reinterpretation.
+
+use redb::TableDefinition;
+
+/// `key -> bytes`: the server's identity and other singletons.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+/// `username -> UserRecord` (CBOR).
+pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
+/// `device peer id -> username`.
+pub(crate) const DEVICE_USER: TableDefinition<&str, &str> = TableDefinition::new("device_user_v1");
+/// `(username, device peer id) -> bound at (unix ms)`.
+pub(crate) const USER_DEVICES: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("user_devices_v1");
+/// `(username, other username) -> relation` (see `Relation`); kept symmetric.
+pub(crate) const RELATIONS: TableDefinition<(&str, &str), u8> =
+    TableDefinition::new("relations_v1");
+/// `avatar hash -> (mime, bytes)` (CBOR).
+pub(crate) const AVATARS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("avatars_v1");
+/// `avatar hash -> number of users showing it`.
+pub(crate) const AVATAR_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("avatar_refs_v1");
+
+/// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
+pub(crate) const KEY_IDENTITY: &str = "identity";
