@@ -466,14 +466,14 @@ impl Service {
                 if let Some(sig) = signature {
                     record.signature = sig;
                 }
-                if let Some((hash, mime, bytes)) = avatar {
-                    if record.avatar != Some(hash) {
-                        tx.add_avatar(hash, mime, &bytes)?;
-                        if let Some(old) = record.avatar {
-                            tx.release_avatar(old)?;
-                        }
-                        record.avatar = Some(hash);
+                if let Some((hash, mime, bytes)) = avatar
+                    && record.avatar != Some(hash)
+                {
+                    tx.add_avatar(hash, mime, &bytes)?;
+                    if let Some(old) = record.avatar {
+                        tx.release_avatar(old)?;
                     }
+                    record.avatar = Some(hash);
                 }
                 tx.put_user(&record)?;
                 Ok(())
