@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::config::limits::*;
+use crate::mdns::Advertisement;
 use crate::presence::Presence;
 use crate::service::{Effect, Outcome, Service};
 use crate::store::{Store, StoreError};
@@ -281,8 +282,14 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
             _ => {}
         }
     }
+    let advertisement = if config.mdns {
+        advertise(&peer_id, &listen_addrs)
+    } else {
+        None
+    };
     let (command_tx, command_rx) = mpsc::channel(16);
     let event_loop = EventLoop {
+        advertisement,
         swarm,
         local: peer_id,
         service,
@@ -301,6 +308,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
 }
 
 struct EventLoop {
+    advertisement: Option<Advertisement>,
     swarm: Swarm<Behaviour>,
     local: PeerId,
     service: Service,
@@ -310,6 +318,31 @@ struct EventLoop {
     remote_ips: HashMap<PeerId, IpAddr>,
     tasks: FuturesUnordered<BoxFuture<'static, Done>>,
     broadcast_topic: gossipsub::TopicHash,
+}
+
+/// Starts the mDNS advertisement at the first TCP and QUIC ports listened on; a failure only
+/// costs LAN discovery, so it is logged.
+fn advertise(peer: &PeerId, listen_addrs: &[String]) -> Option<Advertisement> {
+    let (mut tcp, mut quic) = (None, None);
+    for addr in listen_addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+    {
+        let parts: Vec<Protocol> = addr.iter().collect();
+        match parts.as_slice() {
+            [_, Protocol::Tcp(p), ..] => tcp = tcp.or(Some(*p)),
+            [_, Protocol::Udp(p), Protocol::QuicV1, ..] => quic = quic.or(Some(*p)),
+            _ => {}
+        }
+    }
+    let tcp = tcp?;
+    match Advertisement::start(peer, tcp, quic) {
+        Ok(ad) => Some(ad),
+        Err(e) => {
+            tracing::warn!("mDNS advertisement failed: {e}");
+            None
+        }
+    }
 }
 
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
@@ -336,6 +369,9 @@ impl EventLoop {
         // Answer what is in progress, then close everything.
         while let Some(d) = self.tasks.next().await {
             self.handle_done(d);
+        }
+        if let Some(ad) = self.advertisement.take() {
+            ad.stop().await;
         }
         drop(self.swarm);
         drop(self.service);

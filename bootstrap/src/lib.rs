@@ -10,12 +10,14 @@
 //! - [`service`]: the rules (accounts, profiles, friends); requests in, responses and effects out.
 //! - [`store`]: the redb database; the only code that knows redb ([`store::tables`]).
 //! - [`presence`]: who is online now (in memory).
+//! - [`mdns`]: the LAN advertisement (`role=bootstrap`).
 //! - `event_loop`: owns the swarm and dispatches (private).
 //! - [`start`] and [`Bootstrap`]: run a server in-process; the binary is a thin `main`.
 #![deny(missing_docs)]
 
 pub mod config;
 mod event_loop;
+pub mod mdns;
 pub mod presence;
 pub mod service;
 pub mod store;

@@ -24,6 +24,7 @@ async fn nodes_that_only_know_the_bootstrap_hear_each_others_broadcasts() {
     let server_dir = tempfile::tempdir().unwrap();
     let mut config = confab_bootstrap::Config::new(server_dir.path());
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    config.mdns = false;
     let server = confab_bootstrap::start(config).await.unwrap();
     let server_addr = server.listen_addrs[0].clone();
     assert!(server_addr.contains(&format!("/p2p/{}", server.peer_id)));
