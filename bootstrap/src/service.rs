@@ -792,3 +792,337 @@ fn rand_bytes() -> [u8; 16] {
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_protocol::bootstrap::ErrorCode as E;
+
+    async fn service() -> (Service, tempfile::TempDir, Keypair) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        let (store, _) = Store::open(dir.path(), key.to_protobuf_encoding().unwrap()).unwrap();
+        let service = Service::new(store, key.clone(), Arc::new(Presence::default()))
+            .await
+            .unwrap();
+        (service, dir, key)
+    }
+
+    fn code(o: &Outcome) -> Option<ErrorCode> {
+        match &o.response {
+            BootstrapResponse::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn reg(user: &str, pw: &str) -> BootstrapRequest {
+        BootstrapRequest::Register {
+            user: user.into(),
+            password: pw.into(),
+        }
+    }
+
+    fn login(user: &str, pw: &str) -> BootstrapRequest {
+        BootstrapRequest::Login {
+            user: user.into(),
+            password: pw.into(),
+        }
+    }
+
+    const PW: &str = "correct horse battery";
+
+    #[tokio::test]
+    async fn accounts_register_login_and_refuse_clearly() {
+        let (s, dir, key) = service().await;
+        let (d1, d2) = (PeerId::random(), PeerId::random());
+        let out = s.handle(d1, None, reg("Alice", PW)).await;
+        let BootstrapResponse::Session { user, cert } = &out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(user, "alice", "usernames are normalised");
+        assert_eq!(cert.device, d1.to_bytes());
+        assert_eq!(cert.issuer, key.public().to_peer_id().to_bytes());
+        assert!(key.public().verify(&cert.to_be_signed(), &cert.signature));
+        assert!(out.effects.contains(&Effect::DeviceBound {
+            device: d1,
+            user: "alice".into()
+        }));
+
+        assert_eq!(
+            code(&s.handle(d2, None, reg("ALICE", PW)).await),
+            Some(E::UserExists)
+        );
+        assert_eq!(
+            code(&s.handle(d2, None, reg("bob", "short")).await),
+            Some(E::WeakPassword)
+        );
+        assert_eq!(
+            code(&s.handle(d2, None, reg("bob", "bobbobbob1")).await),
+            Some(E::WeakPassword)
+        );
+        assert_eq!(
+            code(&s.handle(d2, None, reg("b o b", PW)).await),
+            Some(E::InvalidUsername)
+        );
+
+        // Before login, nothing but register/login works.
+        for request in [
+            BootstrapRequest::Friends,
+            BootstrapRequest::Session,
+            BootstrapRequest::SearchUsers { query: "a".into() },
+            BootstrapRequest::ProfileGet {
+                user: "alice".into(),
+            },
+            BootstrapRequest::FriendAdd {
+                user: "alice".into(),
+            },
+            BootstrapRequest::Logout,
+        ] {
+            assert_eq!(
+                code(&s.handle(d2, None, request).await),
+                Some(E::NotLoggedIn)
+            );
+        }
+
+        // A second device logs in; a wrong password and an unknown user look the same.
+        let wrong = s.handle(d2, None, login("alice", "not the password")).await;
+        let unknown = s.handle(d2, None, login("nobody", PW)).await;
+        assert_eq!(code(&wrong), Some(E::BadCredentials));
+        assert_eq!(wrong.response, unknown.response);
+        let out = s.handle(d2, None, login("alice", PW)).await;
+        assert!(
+            matches!(out.response, BootstrapResponse::Session { .. }),
+            "{out:?}"
+        );
+        let mut devices = s.store().read(|tx| tx.user_devices("alice")).unwrap();
+        devices.sort();
+        let mut want = vec![d1.to_base58(), d2.to_base58()];
+        want.sort();
+        assert_eq!(devices, want);
+
+        // Logout unbinds only that device.
+        let out = s.handle(d2, None, BootstrapRequest::Logout).await;
+        assert_eq!(out.effects, vec![Effect::DeviceUnbound { device: d2 }]);
+        assert_eq!(
+            code(&s.handle(d2, None, BootstrapRequest::Session).await),
+            Some(E::NotLoggedIn)
+        );
+        assert!(matches!(
+            s.handle(d1, None, BootstrapRequest::Session).await.response,
+            BootstrapResponse::Session { .. }
+        ));
+
+        // The password is nowhere on disk.
+        drop(s);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(PW.len()).any(|w| w == PW.as_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_wrong_passwords_is_throttled() {
+        let (s, _dir, _) = service().await;
+        let d = PeerId::random();
+        s.handle(d, None, reg("carol", PW)).await;
+        let source: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut throttled = 0;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..1000 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                s.handle(
+                    PeerId::random(),
+                    Some(source),
+                    login("carol", &format!("guess {i}")),
+                )
+                .await
+            });
+        }
+        while let Some(out) = tasks.join_next().await {
+            match code(&out.unwrap()) {
+                Some(E::Throttled) => throttled += 1,
+                Some(E::BadCredentials) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // Only the first few guesses (plus what was already queued) were ever hashed.
+        assert!(throttled >= 900, "only {throttled} of 1000 were throttled");
+        // And now even the right password waits: the account is locked for a while.
+        let out = s.handle(d, Some(source), login("carol", PW)).await;
+        let BootstrapResponse::Error {
+            code: E::Throttled,
+            retry_after_ms: Some(ms),
+            ..
+        } = out.response
+        else {
+            panic!("{out:?}")
+        };
+        assert!(ms > 0);
+    }
+
+    #[tokio::test]
+    async fn profiles_avatars_search_and_friends() {
+        let (s, _dir, _) = service().await;
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.handle(a, None, reg("ann", PW)).await;
+        s.handle(b, None, reg("ben", PW)).await;
+        let png = b"\x89PNG\r\n\x1a\n0000-not-really-but-magic-ok".to_vec();
+        let set = BootstrapRequest::ProfileSet {
+            nickname: Some("Ann Lee".into()),
+            signature: Some("at lunch".into()),
+            avatar: Some(Avatar {
+                mime: "image/png".into(),
+                bytes: png.clone(),
+            }),
+        };
+        assert_eq!(
+            s.handle(a, None, set).await.response,
+            BootstrapResponse::Done
+        );
+        let bad = BootstrapRequest::ProfileSet {
+            nickname: None,
+            signature: None,
+            avatar: Some(Avatar {
+                mime: "image/png".into(),
+                bytes: b"MZ not an image".to_vec(),
+            }),
+        };
+        assert_eq!(code(&s.handle(a, None, bad).await), Some(E::Invalid));
+        let out = s
+            .handle(b, None, BootstrapRequest::ProfileGet { user: "ANN".into() })
+            .await;
+        let BootstrapResponse::Profile(p) = out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (p.nickname.as_str(), p.signature.as_str()),
+            ("Ann Lee", "at lunch")
+        );
+        let hash = p.avatar_hash.expect("an avatar");
+        let out = s
+            .handle(b, None, BootstrapRequest::AvatarGet { hash })
+            .await;
+        assert_eq!(
+            out.response,
+            BootstrapResponse::Avatar(Avatar {
+                mime: "image/png".into(),
+                bytes: png
+            })
+        );
+        let out = s
+            .handle(
+                b,
+                None,
+                BootstrapRequest::SearchUsers {
+                    query: "lee".into(),
+                },
+            )
+            .await;
+        let BootstrapResponse::Users { users } = out.response else {
+            panic!()
+        };
+        assert_eq!(
+            users.iter().map(|u| u.user.as_str()).collect::<Vec<_>>(),
+            ["ann"]
+        );
+        assert_eq!(
+            code(
+                &s.handle(b, None, BootstrapRequest::ProfileGet { user: "zed".into() })
+                    .await
+            ),
+            Some(E::UnknownUser)
+        );
+
+        // Friends: request, accept, remove — with the notifications each side gets.
+        let out = s
+            .handle(a, None, BootstrapRequest::FriendAdd { user: "ben".into() })
+            .await;
+        assert_eq!(
+            out.effects,
+            vec![Effect::Notify {
+                user: "ben".into(),
+                note: Notification::FriendRequest { from: "ann".into() }
+            }]
+        );
+        assert_eq!(
+            code(
+                &s.handle(a, None, BootstrapRequest::FriendAdd { user: "ann".into() })
+                    .await
+            ),
+            Some(E::NotAllowed)
+        );
+        let out = s.handle(b, None, BootstrapRequest::Friends).await;
+        let BootstrapResponse::Friends {
+            friends, incoming, ..
+        } = out.response
+        else {
+            panic!()
+        };
+        assert!(friends.is_empty());
+        assert_eq!(incoming, ["ann"]);
+        let out = s
+            .handle(
+                b,
+                None,
+                BootstrapRequest::FriendAccept { user: "ann".into() },
+            )
+            .await;
+        assert_eq!(out.effects, friends_now("ben", "ann"));
+        let out = s.handle(a, None, BootstrapRequest::Friends).await;
+        let BootstrapResponse::Friends {
+            friends,
+            incoming,
+            outgoing,
+        } = out.response
+        else {
+            panic!()
+        };
+        assert_eq!(
+            friends.iter().map(|f| f.user.as_str()).collect::<Vec<_>>(),
+            ["ben"]
+        );
+        assert!(incoming.is_empty() && outgoing.is_empty());
+        assert_eq!(s.friends_of("ann".into()).await.unwrap(), ["ben"]);
+        let out = s
+            .handle(
+                b,
+                None,
+                BootstrapRequest::FriendRemove { user: "ann".into() },
+            )
+            .await;
+        assert!(out.effects.contains(&Effect::Notify {
+            user: "ann".into(),
+            note: Notification::FriendRemoved { user: "ben".into() }
+        }));
+        assert!(s.friends_of("ann".into()).await.unwrap().is_empty());
+
+        // Deleting an account takes everything with it.
+        s.handle(a, None, BootstrapRequest::FriendAdd { user: "ben".into() })
+            .await;
+        let out = s
+            .handle(
+                a,
+                None,
+                BootstrapRequest::DeleteAccount {
+                    password: PW.into(),
+                },
+            )
+            .await;
+        assert_eq!(out.response, BootstrapResponse::Done);
+        assert!(out.effects.contains(&Effect::DeviceUnbound { device: a }));
+        assert_eq!(
+            code(
+                &s.handle(b, None, BootstrapRequest::ProfileGet { user: "ann".into() })
+                    .await
+            ),
+            Some(E::UnknownUser)
+        );
+        assert!(s.store().read(|tx| tx.relations("ben")).unwrap().is_empty());
+        assert_eq!(s.store().read(|tx| tx.avatar(hash)).unwrap(), None);
+        assert_eq!(
+            code(&s.handle(a, None, BootstrapRequest::Session).await),
+            Some(E::NotLoggedIn)
+        );
+    }
+}
