@@ -441,7 +441,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
-                result: Err(e),
+                result: Err(e @ (ping::Failure::Timeout | ping::Failure::Other { .. })),
             })) => {
                 // A dead connection must not keep a user "online".
                 tracing::debug!("ping to {peer} failed ({e}); closing the connection");
