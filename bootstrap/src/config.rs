@@ -51,6 +51,17 @@ pub mod limits {
     pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
     /// Backup generations kept.
     pub const BACKUP_GENERATIONS: usize = 5;
+    /// The shortest interval between periodic backups (shorter ones are raised to it).
+    pub const MIN_BACKUP_INTERVAL: Duration = Duration::from_secs(1);
+    /// Admin socket: connections served at once; more are told the server is busy.
+    pub const ADMIN_MAX_CONNECTIONS: usize = 4;
+    /// Admin socket: the longest request line.
+    pub const ADMIN_MAX_LINE_BYTES: usize = 4096;
+    /// Admin socket: how long a connection may stay idle (or take to send a line).
+    pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Admin client: how long to wait for the server's answer (a backup of a big database takes
+    /// a while).
+    pub const ADMIN_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// How a bootstrap is set up.

@@ -105,6 +105,10 @@ pub struct Bootstrap {
     /// Its listen addresses, each ending in `/p2p/<peer id>`.
     pub listen_addrs: Vec<String>,
     commands: mpsc::Sender<Command>,
+    /// Periodic backups (when `config.backup_dir` is set); stopped by `shutdown`, aborted on drop.
+    backups: Option<crate::store::backup::Periodic>,
+    /// The admin socket; stopped by `shutdown`, aborted on drop.
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl Bootstrap {
@@ -117,6 +121,12 @@ impl Bootstrap {
 
     /// Stops serving (requests in progress are answered first) and closes the database.
     pub async fn shutdown(self) {
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
+        if let Some(backups) = self.backups {
+            backups.stop().await;
+        }
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
@@ -257,6 +267,10 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
                 address,
             } => {
                 pending.remove(&listener_id);
+                // A bootstrap is reachable where it listens: announcing it (identify, relay
+                // reservations) is what lets nodes behind NAT be reached through it. Without an
+                // external address the relay server stays off.
+                swarm.add_external_address(address.clone());
                 listen_addrs.push(address.with(Protocol::P2p(peer_id)).to_string());
             }
             SwarmEvent::ListenerClosed {
@@ -300,10 +314,26 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         broadcast_topic: gossipsub::IdentTopic::new(BROADCAST_TOPIC).hash(),
     };
     tokio::spawn(event_loop.run());
+    // Hook 1: periodic backups.
+    let backups = config.backup_dir.clone().map(|dir| {
+        crate::store::backup::Periodic::spawn(store.clone(), dir, config.backup_interval)
+    });
+    // Hook 2: the admin socket; its `stats` asks the loop.
+    let stats_commands = command_tx.clone();
+    let admin = crate::admin::spawn(&config.data_dir, store, move || {
+        let commands = stats_commands.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            commands.send(Command::Stats(tx)).await.ok()?;
+            rx.await.ok()
+        }
+    });
     Ok(Bootstrap {
         peer_id: peer_id.to_base58(),
         listen_addrs,
         commands: command_tx,
+        backups,
+        admin,
     })
 }
 

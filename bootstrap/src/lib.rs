@@ -15,6 +15,7 @@
 //! - [`start`] and [`Bootstrap`]: run a server in-process; the binary is a thin `main`.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 mod event_loop;
 pub mod mdns;

@@ -5,6 +5,7 @@
 //! through [`Tx`], so a service's check-then-act (e.g. "not friends yet, so add a request") is
 //! atomic. Reads that need no consistency with a write use [`Store::read`].
 
+pub mod backup;
 pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub enum StoreError {
     /// Another process has the database open.
     #[error("{0} is in use by another confab-bootstrap")]
     Locked(PathBuf),
+    /// There is no database where one was expected ([`Store::open_existing`]).
+    #[error("no database at {0}")]
+    Missing(PathBuf),
     /// The database or the disk failed.
     #[error("database: {0}")]
     Database(String),
@@ -117,6 +121,19 @@ struct AvatarRecord {
     bytes: Vec<u8>,
 }
 
+/// Sets Unix permission bits (no-op elsewhere).
+fn restrict(path: &Path, mode: u32) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 fn to_cbor<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     cbor4ii::serde::to_vec(Vec::new(), v).map_err(|e| StoreError::Database(format!("{e:?}")))
 }
@@ -149,6 +166,9 @@ impl Store {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
             other => StoreError::Database(format!("{}: {other}", path.display())),
         })?;
+        // The file holds the server's private key and every password hash: owner only.
+        restrict(data_dir, 0o700)?;
+        restrict(&path, 0o600)?;
         let store = Store {
             db: Arc::new(db),
             path,
@@ -166,6 +186,24 @@ impl Store {
             })
         })?;
         Ok((store, identity))
+    }
+
+    /// Opens the database of an existing data dir, never creating one and never storing an
+    /// identity: for offline administration (`confab-bootstrap user list` with the server
+    /// stopped). [`StoreError::Locked`] while a server has it open.
+    pub fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(STORE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Missing(path));
+        }
+        let db = Database::open(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+            other => StoreError::Database(format!("{}: {other}", path.display())),
+        })?;
+        Ok(Store {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     /// Where the database file is.

@@ -1,15 +1,30 @@
 //! The handle front-ends hold: [`Client`]. Cheap to clone; every method sends one command to the
 //! event loop and awaits its answer.
+//!
+//! Account methods (`register`, `login`, profiles, friends, ...) are requests to the node's
+//! bootstrap; with none connected they fail with a `NoBootstrap` error ("no bootstrap
+//! reachable") after waiting up to [`crate::config::limits::BOOTSTRAP_CONNECT_WAIT`] for one.
 
 use std::fmt;
+use std::path::PathBuf;
 
-use confab_protocol::MessageId;
+use confab_protocol::bootstrap::{BootstrapRequest, BootstrapResponse, normalize_username};
+use confab_protocol::limits::{
+    MAX_AVATAR_BYTES, MAX_NAME_BYTES, MAX_QUERY_BYTES, MAX_SIGNATURE_BYTES,
+};
+use confab_protocol::{ContentHash, MessageId};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use confab_protocol::bootstrap::{Avatar, Friend, Profile, UserSummary};
 
 use crate::address::Conversation;
 use crate::config::limits::MAX_HISTORY_PAGE;
-use crate::error::{DialError, QueryError, SendError};
+use crate::error::{
+    AvatarError, CallError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
+    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
+};
 use crate::event::Event;
 
 /// Who wrote a message.
@@ -133,6 +148,17 @@ pub struct WhoAmI {
     pub listen_addrs: Vec<String>,
 }
 
+/// Friends and pending friend requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Friends {
+    /// Accepted friends, with their online state.
+    pub friends: Vec<Friend>,
+    /// Users who asked this user and wait for an answer.
+    pub incoming: Vec<String>,
+    /// Users this user asked, not answered yet.
+    pub outgoing: Vec<String>,
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 /// What a client asks of the event loop.
@@ -153,6 +179,11 @@ pub(crate) enum Command {
         with: Conversation,
         limit: usize,
         reply: Reply<Result<Vec<Message>, QueryError>>,
+    },
+    /// A request for the bootstrap; the loop picks the bootstrap and keeps the session.
+    Bootstrap {
+        request: BootstrapRequest,
+        reply: Reply<Result<BootstrapResponse, CallError>>,
     },
     Shutdown(Reply<Result<(), QueryError>>),
 }
@@ -241,11 +272,325 @@ impl Client {
             .unwrap_or(Err(QueryError::NodeStopped))
     }
 
+    async fn call(&self, request: BootstrapRequest) -> Result<BootstrapResponse, CallError> {
+        self.ask(|reply| Command::Bootstrap { request, reply })
+            .await
+            .unwrap_or(Err(CallError::NodeStopped))
+    }
+
+    /// Creates an account on the bootstrap and logs this device into it; returns the username in
+    /// its canonical form (usernames ignore case: `Alice` is `alice`). The session is kept in the
+    /// data dir: the device stays logged in across restarts until [`Client::logout`].
+    pub async fn register(&self, user: &str, password: &str) -> Result<String, RegisterError> {
+        let user =
+            normalize_username(user).map_err(|e| RegisterError::InvalidUsername(e.to_string()))?;
+        let request = BootstrapRequest::Register {
+            user,
+            password: password.to_owned(),
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Session { user, .. } => Ok(user),
+            other => Err(RegisterError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Logs this device into an existing account; returns the username in canonical form. A
+    /// wrong username and a wrong password are the same error.
+    pub async fn login(&self, user: &str, password: &str) -> Result<String, LoginError> {
+        let user = normalize_username(user).map_err(|_| LoginError::BadCredentials)?;
+        let request = BootstrapRequest::Login {
+            user,
+            password: password.to_owned(),
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Session { user, .. } => Ok(user),
+            other => Err(LoginError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Logs this device out of its account (the bootstrap unbinds it; the local session is
+    /// forgotten).
+    pub async fn logout(&self) -> Result<(), LogoutError> {
+        match self.call(BootstrapRequest::Logout).await? {
+            BootstrapResponse::Done => Ok(()),
+            other => Err(LogoutError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Deletes the account and everything of it; every device of it is logged out.
+    pub async fn delete_account(&self, password: &str) -> Result<(), DeleteAccountError> {
+        let request = BootstrapRequest::DeleteAccount {
+            password: password.to_owned(),
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Done => Ok(()),
+            other => Err(DeleteAccountError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Changes this user's profile; `None` leaves a field as it is. `avatar` is an image file
+    /// (PNG, JPEG, GIF or WebP) of at most [`MAX_AVATAR_BYTES`].
+    pub async fn profile_set(
+        &self,
+        nickname: Option<String>,
+        signature: Option<String>,
+        avatar: Option<PathBuf>,
+    ) -> Result<(), ProfileSetError> {
+        if let Some(n) = &nickname {
+            if n.trim().is_empty() {
+                return Err(ProfileSetError::Invalid("the nickname is empty".into()));
+            }
+            if n.len() > MAX_NAME_BYTES {
+                return Err(ProfileSetError::TooLarge(format!(
+                    "the nickname is {} bytes, the limit is {MAX_NAME_BYTES}",
+                    n.len()
+                )));
+            }
+        }
+        if let Some(s) = &signature
+            && s.len() > MAX_SIGNATURE_BYTES
+        {
+            return Err(ProfileSetError::TooLarge(format!(
+                "the status line is {} bytes, the limit is {MAX_SIGNATURE_BYTES}",
+                s.len()
+            )));
+        }
+        let avatar = match avatar {
+            Some(path) => Some(read_avatar(path).await?),
+            None => None,
+        };
+        let request = BootstrapRequest::ProfileSet {
+            nickname,
+            signature,
+            avatar,
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Done => Ok(()),
+            other => Err(ProfileSetError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// A user's public profile (also one's own), with their online state.
+    pub async fn profile_get(&self, user: &str) -> Result<Profile, ProfileGetError> {
+        let Ok(user) = normalize_username(user) else {
+            return Err(ProfileGetError::UnknownUser(user.to_owned()));
+        };
+        let request = BootstrapRequest::ProfileGet { user: user.clone() };
+        match self.call(request).await {
+            Ok(BootstrapResponse::Profile(profile)) => Ok(profile),
+            Ok(other) => Err(ProfileGetError::Bootstrap(unexpected(&other))),
+            Err(e) => Err(match ProfileGetError::from(e) {
+                ProfileGetError::UnknownUser(_) => ProfileGetError::UnknownUser(user),
+                other => other,
+            }),
+        }
+    }
+
+    /// An avatar image by the hash in a [`Profile`].
+    pub async fn avatar(&self, hash: &ContentHash) -> Result<Avatar, AvatarError> {
+        match self
+            .call(BootstrapRequest::AvatarGet { hash: *hash })
+            .await?
+        {
+            BootstrapResponse::Avatar(avatar) => Ok(avatar),
+            other => Err(AvatarError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Users whose username or nickname contains `query` (ignoring case); a bounded page.
+    pub async fn search_users(&self, query: &str) -> Result<Vec<UserSummary>, SearchError> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(SearchError::Invalid("the query is empty".into()));
+        }
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(SearchError::Invalid(format!(
+                "the query is {} bytes, the limit is {MAX_QUERY_BYTES}",
+                query.len()
+            )));
+        }
+        let request = BootstrapRequest::SearchUsers {
+            query: query.to_owned(),
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Users { users } => Ok(users),
+            other => Err(SearchError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Asks `user` to become friends (they get [`Event::FriendRequest`] now or at their next
+    /// login); if they asked first, this accepts.
+    pub async fn friend_add(&self, user: &str) -> Result<(), FriendError> {
+        self.friend_op(user, |user| BootstrapRequest::FriendAdd { user })
+            .await
+    }
+
+    /// Accepts `user`'s friend request; both sides get [`Event::FriendAdded`].
+    pub async fn friend_accept(&self, user: &str) -> Result<(), FriendError> {
+        self.friend_op(user, |user| BootstrapRequest::FriendAccept { user })
+            .await
+    }
+
+    /// Ends a friendship with `user`, or withdraws or declines a request.
+    pub async fn friend_remove(&self, user: &str) -> Result<(), FriendError> {
+        self.friend_op(user, |user| BootstrapRequest::FriendRemove { user })
+            .await
+    }
+
+    async fn friend_op(
+        &self,
+        user: &str,
+        make: impl FnOnce(String) -> BootstrapRequest,
+    ) -> Result<(), FriendError> {
+        let Ok(user) = normalize_username(user) else {
+            return Err(FriendError::UnknownUser(user.to_owned()));
+        };
+        match self.call(make(user.clone())).await {
+            Ok(BootstrapResponse::Done) => Ok(()),
+            Ok(other) => Err(FriendError::Bootstrap(unexpected(&other))),
+            Err(e) => Err(match FriendError::from(e) {
+                FriendError::UnknownUser(_) => FriendError::UnknownUser(user),
+                other => other,
+            }),
+        }
+    }
+
+    /// Friends with their online state, and pending requests both ways.
+    pub async fn friends(&self) -> Result<Friends, FriendError> {
+        match self.call(BootstrapRequest::Friends).await? {
+            BootstrapResponse::Friends {
+                friends,
+                incoming,
+                outgoing,
+            } => Ok(Friends {
+                friends,
+                incoming,
+                outgoing,
+            }),
+            other => Err(FriendError::Bootstrap(unexpected(&other))),
+        }
+    }
+
     /// Stops the node: closes connections, stops discovery and flushes the store. Returns when
     /// everything is on disk.
     pub async fn shutdown(&self) -> Result<(), QueryError> {
         self.ask(Command::Shutdown)
             .await
             .unwrap_or(Err(QueryError::NodeStopped))
+    }
+}
+
+/// Describes an answer of the wrong kind (a bootstrap bug or a newer protocol).
+fn unexpected(response: &BootstrapResponse) -> String {
+    let kind = match response {
+        BootstrapResponse::Session { .. } => "session",
+        BootstrapResponse::Done => "done",
+        BootstrapResponse::Profile(_) => "profile",
+        BootstrapResponse::Avatar(_) => "avatar",
+        BootstrapResponse::Users { .. } => "users",
+        BootstrapResponse::Friends { .. } => "friends",
+        BootstrapResponse::Error { .. } => "error",
+        _ => "unknown",
+    };
+    format!("unexpected answer ({kind})")
+}
+
+/// Reads an avatar file: at most [`MAX_AVATAR_BYTES`], and an image by its first bytes.
+async fn read_avatar(path: PathBuf) -> Result<Avatar, ProfileSetError> {
+    let fail = |reason: String| ProfileSetError::Avatar {
+        path: path.clone(),
+        reason,
+    };
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if size > MAX_AVATAR_BYTES as u64 {
+        return Err(ProfileSetError::TooLarge(format!(
+            "the avatar {} is {size} bytes, the limit is {MAX_AVATAR_BYTES}",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // The file may grow while it is read: never read more than the limit allows.
+    file.take(MAX_AVATAR_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() > MAX_AVATAR_BYTES {
+        return Err(ProfileSetError::TooLarge(format!(
+            "the avatar {} is over {MAX_AVATAR_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let mime =
+        image_mime(&bytes).ok_or_else(|| fail("not a PNG, JPEG, GIF or WebP image".into()))?;
+    Ok(Avatar {
+        mime: mime.to_owned(),
+        bytes,
+    })
+}
+
+/// The MIME type of an image, from its signature bytes.
+fn image_mime(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_recognised_by_their_first_bytes() {
+        assert_eq!(image_mime(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(image_mime(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
+        assert_eq!(image_mime(b"GIF89a..."), Some("image/gif"));
+        assert_eq!(image_mime(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(image_mime(b"hello"), None);
+        assert_eq!(image_mime(b""), None);
+    }
+
+    #[tokio::test]
+    async fn avatar_files_are_checked_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.png");
+        assert!(matches!(
+            read_avatar(missing).await,
+            Err(ProfileSetError::Avatar { .. })
+        ));
+        let big = dir.path().join("big.png");
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        bytes.resize(MAX_AVATAR_BYTES + 1, 0);
+        std::fs::write(&big, &bytes).unwrap();
+        assert!(matches!(
+            read_avatar(big).await,
+            Err(ProfileSetError::TooLarge(_))
+        ));
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, b"not an image").unwrap();
+        assert!(matches!(
+            read_avatar(text).await,
+            Err(ProfileSetError::Avatar { .. })
+        ));
+        let ok = dir.path().join("ok.png");
+        bytes.truncate(100);
+        std::fs::write(&ok, &bytes).unwrap();
+        let avatar = read_avatar(ok).await.unwrap();
+        assert_eq!(avatar.mime, "image/png");
+        assert_eq!(avatar.bytes, bytes);
     }
 }

@@ -37,6 +37,32 @@ pub mod limits {
     pub const OUTBOX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
     /// Most messages returned by one history query.
     pub const MAX_HISTORY_PAGE: usize = 10_000;
+    /// How often every connection is pinged. A ping that fails closes the connection, so a dead
+    /// bootstrap connection is noticed (and redialled) within about `PING_INTERVAL + PING_TIMEOUT`.
+    pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+    /// How long a ping may take before its connection is considered dead.
+    pub const PING_TIMEOUT: Duration = Duration::from_secs(8);
+    /// The first redial of a lost bootstrap waits this long; each failure doubles the wait.
+    pub const BOOTSTRAP_REDIAL_MIN: Duration = Duration::from_secs(1);
+    /// Redials of a bootstrap never wait longer than this.
+    pub const BOOTSTRAP_REDIAL_MAX: Duration = Duration::from_secs(30);
+    /// A bootstrap connection that lasted this long resets the redial back-off.
+    pub const BOOTSTRAP_STABLE_AFTER: Duration = Duration::from_secs(30);
+    /// Addresses remembered per bootstrap.
+    pub const MAX_ADDRS_PER_BOOTSTRAP: usize = 8;
+    /// How long a request to a bootstrap may take (a login hashes a password under throttling).
+    pub const BOOTSTRAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long a request waits for a bootstrap connection (just after start, or while one is
+    /// being redialled) before failing with "no bootstrap reachable".
+    pub const BOOTSTRAP_CONNECT_WAIT: Duration = Duration::from_secs(5);
+    /// Requests waiting for a bootstrap connection at most; beyond it they fail at once.
+    pub const MAX_WAITING_BOOTSTRAP_REQUESTS: usize = 64;
+    /// Requests to bootstraps on the wire at once; beyond it they fail at once.
+    pub const MAX_BOOTSTRAP_REQUESTS_IN_FLIGHT: usize = 256;
+    /// Concurrent `/confab/bootstrap/1` and `/confab/notify/1` streams per connection.
+    pub const MAX_BOOTSTRAP_STREAMS: usize = 32;
+    /// How often the event loop checks bootstrap redials and waiting requests.
+    pub const BOOTSTRAP_TICK: Duration = Duration::from_millis(250);
 }
 
 /// How a node is set up. [`Config::new`] gives the defaults for a data dir.
@@ -48,7 +74,9 @@ pub struct Config {
     pub name: Option<String>,
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
-    /// Bootstrap multiaddrs (with `/p2p/<peer id>`) to dial at start.
+    /// Bootstrap multiaddrs, each ending in `/p2p/<peer id>` (a bootstrap is pinned by its peer
+    /// id). The node keeps a connection to them, trusts them as certificate issuers, and sends
+    /// account requests to them. Empty: the first bootstrap advertised on the LAN is used (mDNS).
     pub bootstrap: Vec<String>,
     /// Whether to advertise and discover over mDNS. When false no mDNS socket is ever opened.
     pub mdns: bool,

@@ -1,6 +1,10 @@
 //! LAN discovery over mDNS (mdns-sd): advertise `_confab._udp.local.` with this node's peer id,
 //! display name and protocol version, and report Confab peers that appear and disappear.
 //!
+//! A `confab-bootstrap` advertises the same service with the TXT entry `role=bootstrap` (and its
+//! `peer_id`, `pv` and, if it has one, `quic` port; the TCP port is the service's port); those are
+//! reported with [`Role::Bootstrap`]. A record without `role` is a node.
+//!
 //! A [`ServiceDaemon`] joins the multicast group on every interface as soon as it is created, so
 //! this module is only ever started when mDNS is wanted; with mDNS off no socket is opened.
 
@@ -19,6 +23,25 @@ pub(crate) const SERVICE_TYPE: &str = "_confab._udp.local.";
 /// The discovery protocol version in the TXT record; peers with another are ignored.
 const DISCOVERY_VERSION: &str = "1";
 
+/// What an advertised service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A Confab node (a person's device).
+    Peer,
+    /// A `confab-bootstrap` server on the LAN.
+    Bootstrap,
+}
+
+impl Role {
+    /// The role in a TXT record: `role=bootstrap` is a bootstrap; anything else (or none) a node.
+    fn from_txt(role: Option<&str>) -> Self {
+        match role {
+            Some(r) if r.eq_ignore_ascii_case("bootstrap") => Role::Bootstrap,
+            _ => Role::Peer,
+        }
+    }
+}
+
 /// What discovery reports to the event loop.
 #[derive(Debug)]
 pub(crate) enum Discovered {
@@ -26,6 +49,7 @@ pub(crate) enum Discovered {
         peer_id: PeerId,
         name: String,
         addrs: Vec<Multiaddr>,
+        role: Role,
     },
     Expired {
         peer_id: PeerId,
@@ -142,6 +166,7 @@ async fn browse(
                     peer_id,
                     name,
                     addrs,
+                    role: Role::from_txt(info.get_property_val_str("role")),
                 }
             }
             ServiceEvent::ServiceRemoved(_, fullname) => match found.remove(&fullname) {
@@ -210,5 +235,13 @@ mod tests {
         let mut long = "é".repeat(40);
         truncate(&mut long, MAX_NAME_BYTES);
         assert!(long.len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn the_role_comes_from_the_txt_record() {
+        assert_eq!(Role::from_txt(Some("bootstrap")), Role::Bootstrap);
+        assert_eq!(Role::from_txt(Some("Bootstrap")), Role::Bootstrap);
+        assert_eq!(Role::from_txt(Some("node")), Role::Peer);
+        assert_eq!(Role::from_txt(None), Role::Peer);
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use confab_protocol::bootstrap::ErrorCode;
+
 use crate::address::AddressError;
 
 /// The local store failed.
@@ -98,6 +100,9 @@ pub enum SendError {
     /// The message breaks a protocol rule (empty, too long).
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// The destination kind is not available in this version (e.g. `user:` before mailboxes).
+    #[error("sending to {0} is not available in this version")]
+    Unsupported(String),
     /// Too many broadcasts are waiting for a first peer.
     #[error("{0} broadcasts are already waiting for a peer; try again later")]
     QueueFull(usize),
@@ -148,3 +153,377 @@ pub enum QueryError {
     #[error("the node has stopped")]
     NodeStopped,
 }
+
+/// Why a request to a bootstrap did not get the answer it wanted; each account operation turns it
+/// into its own error type.
+#[derive(Debug, Clone)]
+pub(crate) enum CallError {
+    /// No bootstrap is connected (none known, or none came up within the wait).
+    NoBootstrap,
+    /// The operation needs a session and this device has none (or the bootstrap says so).
+    NotLoggedIn,
+    /// The bootstrap refused.
+    Refused {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// The request breaks a rule and was not sent.
+    Invalid(String),
+    /// The request was lost (connection closed, timeout) or got an answer that makes no sense.
+    Failed(String),
+    /// The node has stopped.
+    NodeStopped,
+}
+
+/// The arms every account operation shares; `$arms` come first and take precedence.
+macro_rules! from_call_error {
+    ($ty:ident, not_logged_in: $not_logged_in:expr, { $($arms:tt)* }) => {
+        impl From<CallError> for $ty {
+            fn from(e: CallError) -> Self {
+                #[allow(unreachable_patterns)]
+                match e {
+                    $($arms)*
+                    CallError::NoBootstrap => Self::NoBootstrap,
+                    CallError::NodeStopped => Self::NodeStopped,
+                    CallError::NotLoggedIn => $not_logged_in,
+                    CallError::Refused {
+                        code: ErrorCode::Throttled,
+                        retry_after_ms,
+                        ..
+                    } => Self::Throttled {
+                        retry_after_ms: retry_after_ms.unwrap_or(DEFAULT_RETRY_AFTER_MS),
+                    },
+                    CallError::Refused { message, .. }
+                    | CallError::Invalid(message)
+                    | CallError::Failed(message) => Self::Bootstrap(message),
+                }
+            }
+        }
+    };
+}
+
+/// The wait reported for a throttled request whose answer said none.
+const DEFAULT_RETRY_AFTER_MS: u64 = 1000;
+
+/// [`crate::Client::register`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The username breaks the naming rules.
+    #[error("{0}")]
+    InvalidUsername(String),
+    /// The password is too weak (the message says why).
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    /// The username is taken (usernames ignore case).
+    #[error("that username is taken")]
+    UserExists,
+    /// Too many attempts; retry after the time given.
+    #[error("too many attempts; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// The request breaks a rule (e.g. a password over the size limit).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(RegisterError, not_logged_in: Self::Bootstrap("not logged in".into()), {
+    CallError::Refused { code: ErrorCode::InvalidUsername, message, .. } => {
+        Self::InvalidUsername(message)
+    }
+    CallError::Refused { code: ErrorCode::WeakPassword, message, .. } => {
+        Self::WeakPassword(message)
+    }
+    CallError::Refused { code: ErrorCode::UserExists, .. } => Self::UserExists,
+    CallError::Refused { code: ErrorCode::Invalid, message, .. } | CallError::Invalid(message) => {
+        Self::Invalid(message)
+    }
+});
+
+/// [`crate::Client::login`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// Wrong username or password (which one is never said).
+    #[error("wrong username or password")]
+    BadCredentials,
+    /// Too many attempts; retry after the time given.
+    #[error("too many attempts; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// The request breaks a rule (e.g. a password over the size limit).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(LoginError, not_logged_in: Self::Bootstrap("not logged in".into()), {
+    CallError::Refused { code: ErrorCode::BadCredentials | ErrorCode::UnknownUser | ErrorCode::InvalidUsername, .. } => {
+        Self::BadCredentials
+    }
+    CallError::Refused { code: ErrorCode::Invalid, message, .. } | CallError::Invalid(message) => {
+        Self::Invalid(message)
+    }
+});
+
+/// [`crate::Client::logout`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogoutError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable (the device stays logged in).
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(LogoutError, not_logged_in: Self::NotLoggedIn, {});
+
+/// [`crate::Client::delete_account`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteAccountError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The password is wrong.
+    #[error("wrong username or password")]
+    BadCredentials,
+    /// Too many attempts; retry after the time given.
+    #[error("too many attempts; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(DeleteAccountError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::BadCredentials, .. } => Self::BadCredentials,
+});
+
+/// [`crate::Client::profile_set`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileSetError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The avatar file cannot be read, or is not an image.
+    #[error("avatar {path}: {reason}")]
+    Avatar {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Something is over a size limit (the avatar, the nickname, the status line).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The request breaks a rule (e.g. an empty nickname).
+    #[error("invalid profile: {0}")]
+    Invalid(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(ProfileSetError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::TooLarge, message, .. } => Self::TooLarge(message),
+    CallError::Refused { code: ErrorCode::Invalid, message, .. } | CallError::Invalid(message) => {
+        Self::Invalid(message)
+    }
+});
+
+/// [`crate::Client::profile_get`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileGetError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// No such user.
+    #[error("no user {0:?}")]
+    UnknownUser(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(ProfileGetError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::UnknownUser | ErrorCode::NotFound | ErrorCode::InvalidUsername, message, .. } => {
+        Self::UnknownUser(message)
+    }
+});
+
+/// [`crate::Client::avatar`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AvatarError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// No avatar with that hash.
+    #[error("no such avatar")]
+    NotFound,
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(AvatarError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::NotFound, .. } => Self::NotFound,
+});
+
+/// [`crate::Client::search_users`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The query breaks a rule (e.g. over the size limit).
+    #[error("invalid query: {0}")]
+    Invalid(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(SearchError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::Invalid | ErrorCode::TooLarge, message, .. }
+    | CallError::Invalid(message) => Self::Invalid(message),
+});
+
+/// A friend operation ([`crate::Client::friend_add`], `friend_accept`, `friend_remove`,
+/// `friends`) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FriendError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// No such user.
+    #[error("no user {0:?}")]
+    UnknownUser(String),
+    /// Nothing to act on (e.g. accepting a request nobody made).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Not allowed (e.g. befriending oneself, a full friends list).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(FriendError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::UnknownUser | ErrorCode::InvalidUsername, message, .. } => {
+        Self::UnknownUser(message)
+    }
+    CallError::Refused { code: ErrorCode::NotFound, message, .. } => Self::NotFound(message),
+    CallError::Refused { code: ErrorCode::NotAllowed, message, .. } => Self::NotAllowed(message),
+});

@@ -31,4 +31,31 @@ pub enum Event {
         /// Its new state.
         state: DeliveryState,
     },
+    /// A friend came online or went offline (pushed by the bootstrap).
+    Presence {
+        /// The friend's username.
+        user: String,
+        /// Whether any device of theirs is connected now.
+        online: bool,
+    },
+    /// Someone asks to be friends; answer with [`crate::Client::friend_accept`] or
+    /// [`crate::Client::friend_remove`].
+    FriendRequest {
+        /// Who asks.
+        from: String,
+    },
+    /// `user` and this user are now friends.
+    FriendAdded {
+        /// The new friend.
+        user: String,
+    },
+    /// `user` ended the friendship, or withdrew or declined a request.
+    FriendRemoved {
+        /// Who.
+        user: String,
+    },
+    /// This device is no longer logged in, and not by its own [`crate::Client::logout`]: the
+    /// account was logged out from another device or deleted, or the bootstrap no longer knows
+    /// the session. The local session is already forgotten.
+    LoggedOut,
 }

@@ -1,10 +1,21 @@
 //! The event loop: one task owns the swarm and dispatches. Every arm of its `select!` calls one
 //! `handle_*` method; store work runs as futures the loop polls (so a commit never stalls the
 //! swarm) and comes back as [`StoreDone`].
+//!
+//! This file holds messaging and peers; the bootstrap side (connection upkeep, account requests,
+//! the session, notifications) is in `event_loop/accounts.rs`, and NAT traversal (relay
+//! reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in `event_loop/nat.rs`.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod accounts;
+mod nat;
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use confab_protocol::bootstrap::{
+    BOOTSTRAP_PROTOCOL, BootstrapRequest, BootstrapResponse, DeviceCert, NOTIFY_PROTOCOL,
+    Notification, NotifyAck,
+};
 use confab_protocol::direct::{DIRECT_PROTOCOL, RejectReason};
 use confab_protocol::gossip::BROADCAST_TOPIC;
 use confab_protocol::limits::MAX_NAME_BYTES;
@@ -20,22 +31,25 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, core::transport::ListenerId,
-    gossipsub, identify, identity, ping,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits,
+    core::transport::ListenerId, dcutr, gossipsub, identify, identity, ping, relay,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::address::Conversation;
+use crate::bootstraps::Bootstraps;
+use crate::cert;
 use crate::client::{
     Client, Command, DeliveryState, Message, PeerInfo, PeerSource, Reply, Sender, WhoAmI,
 };
 use crate::config::Config;
 use crate::config::limits::*;
-use crate::discovery::{Discovered, Discovery};
-use crate::error::{DialError, QueryError, SendError, StartError, StoreError};
+use crate::discovery::{Discovered, Discovery, Role};
+use crate::error::{CallError, DialError, QueryError, SendError, StartError, StoreError};
 use crate::event::Event;
-use crate::net::{self, DirectCodec, IDENTIFY_PROTOCOL};
-use crate::store::{Inserted, KnownPeer, Store, StoredMessage};
+use crate::keep_alive;
+use crate::net::{self, BootstrapCodec, DirectCodec, IDENTIFY_PROTOCOL, NotifyCodec};
+use crate::store::{Inserted, KnownPeer, Store, StoredMessage, StoredSession};
 
 /// Addresses remembered per peer at most.
 const MAX_ADDRS_PER_PEER: usize = 16;
@@ -47,6 +61,42 @@ struct Behaviour {
     ping: ping::Behaviour,
     direct: request_response::Behaviour<DirectCodec>,
     gossipsub: gossipsub::Behaviour,
+    /// `/confab/bootstrap/1`, outbound only: account requests to the bootstrap.
+    bootstrap: request_response::Behaviour<BootstrapCodec>,
+    /// `/confab/notify/1`, inbound only: pushes from the bootstrap.
+    notify: request_response::Behaviour<NotifyCodec>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
+    /// Keeps the bootstrap connections open while idle.
+    keep_alive: keep_alive::Behaviour,
+}
+
+/// The account this device is logged into.
+#[derive(Debug, Clone)]
+struct Session {
+    user: String,
+    cert: DeviceCert,
+    /// The bootstrap that issued the certificate.
+    bootstrap: PeerId,
+}
+
+impl Session {
+    fn from_stored(stored: StoredSession) -> Option<Self> {
+        Some(Self {
+            bootstrap: stored.bootstrap.parse().ok()?,
+            user: stored.user,
+            cert: stored.cert,
+        })
+    }
+
+    fn to_stored(&self) -> StoredSession {
+        StoredSession {
+            user: self.user.clone(),
+            cert: self.cert.clone(),
+            bootstrap: self.bootstrap.to_base58(),
+        }
+    }
 }
 
 /// What the loop knows of a peer.
@@ -65,6 +115,8 @@ struct PeerEntry {
     /// Reported with `PeerDiscovered` (and not lost since): identified and subscribed, so a
     /// direct message or a broadcast sent now reaches it.
     reported: bool,
+    /// The account its last verified certificate named.
+    user: Option<String>,
 }
 
 impl PeerEntry {
@@ -78,6 +130,7 @@ impl PeerEntry {
             subscribed: false,
             bootstrap: false,
             reported: false,
+            user: None,
         }
     }
 
@@ -105,6 +158,7 @@ enum StoreDone {
     /// A direct message from `peer` is stored (or not): acknowledge (or refuse).
     Inbound {
         peer: PeerId,
+        user: Option<String>,
         message: ChatMessage,
         channel: ResponseChannel<DirectResponse>,
         result: Result<Inserted, StoreError>,
@@ -112,6 +166,7 @@ enum StoreDone {
     /// A broadcast from `author` is stored.
     Broadcast {
         author: PeerId,
+        user: Option<String>,
         message: ChatMessage,
         result: Result<Inserted, StoreError>,
     },
@@ -151,11 +206,17 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     };
 
     let listen = parse_addrs(&config.listen)?;
-    let bootstrap = parse_addrs(&config.bootstrap)?;
+    let configured = parse_bootstraps(&config.bootstrap)?;
+    let mut keep_alive = keep_alive::Behaviour::default();
+    for (peer, _) in &configured {
+        keep_alive.insert(*peer);
+    }
+    let bootstraps = Bootstraps::new(configured, Instant::now());
     let gossip_config =
         net::gossipsub_config(config.gossip_heartbeat).map_err(StartError::Network)?;
     let agent = net::agent_version(&name);
-    let mut swarm = net::build_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key| {
+    let mut swarm = net::build_node_swarm(keypair, IDLE_CONNECTION_TIMEOUT, |key, relay| {
+        let local = key.public().to_peer_id();
         Ok(Behaviour {
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
@@ -167,7 +228,11 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                     .with_agent_version(agent),
             ),
-            ping: ping::Behaviour::default(),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             direct: request_response::Behaviour::with_codec(
                 DirectCodec::default(),
                 [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
@@ -180,6 +245,29 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 gossip_config,
             )
             .map_err(str::to_owned)?,
+            bootstrap: request_response::Behaviour::with_codec(
+                BootstrapCodec::default(),
+                [(
+                    StreamProtocol::new(BOOTSTRAP_PROTOCOL),
+                    ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(BOOTSTRAP_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_BOOTSTRAP_STREAMS),
+            ),
+            notify: request_response::Behaviour::with_codec(
+                NotifyCodec::default(),
+                [(
+                    StreamProtocol::new(NOTIFY_PROTOCOL),
+                    ProtocolSupport::Inbound,
+                )],
+                request_response::Config::default()
+                    .with_max_concurrent_streams(MAX_BOOTSTRAP_STREAMS),
+            ),
+            relay_client: relay,
+            dcutr: dcutr::Behaviour::new(local),
+            autonat: autonat::Behaviour::new(local, autonat::Config::default()),
+            keep_alive,
         })
     })
     .map_err(StartError::Network)?;
@@ -209,6 +297,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         };
         let mut entry = PeerEntry::new(known.source);
         entry.name = known.name;
+        entry.user = known.user;
         for addr in known
             .addrs
             .iter()
@@ -244,11 +333,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         None
     };
 
-    for addr in bootstrap {
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!("cannot dial bootstrap {addr}: {e}");
-        }
-    }
+    let session = opened.session.and_then(Session::from_stored);
 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
@@ -272,6 +357,12 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         store_ops: FuturesUnordered::new(),
         discovery,
         discovery_rx,
+        bootstraps,
+        session,
+        calls: HashMap::new(),
+        waiting_calls: VecDeque::new(),
+        relay_listeners: HashMap::new(),
+        relay_dials: HashSet::new(),
     };
     tokio::spawn(event_loop.run());
     ready_rx
@@ -290,6 +381,26 @@ fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, StartError> {
             })
         })
         .collect()
+}
+
+/// Bootstrap addresses grouped by peer; each must end in `/p2p/<peer id>` (a bootstrap is pinned
+/// by its identity, never trusted for merely answering at an address).
+fn parse_bootstraps(addrs: &[String]) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, StartError> {
+    let mut out: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+    for (text, addr) in addrs.iter().zip(parse_addrs(addrs)?) {
+        let (bare, peer) = without_p2p(&addr);
+        let Some(peer) = peer else {
+            return Err(StartError::BadAddress {
+                addr: text.clone(),
+                reason: "a bootstrap address must end in /p2p/<peer id>".into(),
+            });
+        };
+        match out.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, list)) => list.push(bare),
+            None => out.push((peer, vec![bare])),
+        }
+    }
+    Ok(out)
 }
 
 fn default_name(peer: &PeerId) -> String {
@@ -319,7 +430,7 @@ fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
         conversation,
         from: Sender {
             peer_id: record.from_peer,
-            user: None,
+            user: record.from_user,
             name: record.from_name,
         },
         sent_at: record.sent_at,
@@ -366,12 +477,26 @@ struct EventLoop {
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
     discovery: Option<Discovery>,
     discovery_rx: mpsc::Receiver<Discovered>,
+    /// The bootstraps this node uses and trusts, and their connection state.
+    bootstraps: Bootstraps,
+    /// The account this device is logged into.
+    session: Option<Session>,
+    /// Requests to bootstraps on the wire.
+    calls: HashMap<OutboundRequestId, accounts::PendingCall>,
+    /// Requests waiting for a bootstrap connection.
+    waiting_calls: VecDeque<accounts::WaitingCall>,
+    /// Relay reservations (`<bootstrap>/p2p-circuit` listeners), by listener.
+    relay_listeners: HashMap<ListenerId, PeerId>,
+    /// Dials through a relay in progress: their failure does not start another.
+    relay_dials: HashSet<ConnectionId>,
 }
 
 impl EventLoop {
     async fn run(mut self) {
         let mut retry = tokio::time::interval(OUTBOX_RETRY_INTERVAL);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut bootstrap_tick = tokio::time::interval(BOOTSTRAP_TICK);
+        bootstrap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown_reply = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
@@ -385,6 +510,7 @@ impl EventLoop {
                 }
                 Some(found) = self.discovery_rx.recv() => self.handle_discovered(found),
                 _ = retry.tick() => self.handle_retry(),
+                _ = bootstrap_tick.tick() => self.handle_bootstrap_tick(),
             }
         };
         let result = self.shut_down().await;
@@ -423,11 +549,15 @@ impl EventLoop {
                 let _ = reply.send(WhoAmI {
                     peer_id: self.local_peer.to_base58(),
                     name: self.name.clone(),
-                    user: None,
+                    user: self.session.as_ref().map(|s| s.user.clone()),
                     listen_addrs: self
                         .listen_addrs
                         .iter()
-                        .map(|a| a.clone().with(Protocol::P2p(self.local_peer)).to_string())
+                        .map(|a| match a.iter().last() {
+                            // A relayed address already ends in this node's id.
+                            Some(Protocol::P2p(_)) => a.to_string(),
+                            _ => a.clone().with(Protocol::P2p(self.local_peer)).to_string(),
+                        })
                         .collect(),
                 });
             }
@@ -439,7 +569,7 @@ impl EventLoop {
                     .map(|(id, p)| PeerInfo {
                         peer_id: id.to_base58(),
                         name: p.name.clone(),
-                        user: None,
+                        user: p.user.clone(),
                         addrs: p.addrs.iter().map(ToString::to_string).collect(),
                         source: p.source,
                         connected: p.connections > 0,
@@ -462,7 +592,11 @@ impl EventLoop {
                     StoreDone::Nothing
                 });
             }
-            Command::Shutdown(_) => unreachable!("handled by run()"),
+            Command::Bootstrap { request, reply } => self.handle_bootstrap_call(request, reply),
+            // `run` handles shutdown before dispatching here.
+            Command::Shutdown(reply) => {
+                let _ = reply.send(Err(QueryError::NodeStopped));
+            }
         }
     }
 
@@ -535,7 +669,12 @@ impl EventLoop {
                 None
             }
             Conversation::User(_) | Conversation::Group(_) => {
-                let _ = reply.send(Err(SendError::NotLoggedIn(to.to_string())));
+                let error = if self.session.is_some() {
+                    SendError::Unsupported(to.to_string())
+                } else {
+                    SendError::NotLoggedIn(to.to_string())
+                };
+                let _ = reply.send(Err(error));
                 return;
             }
         };
@@ -548,6 +687,7 @@ impl EventLoop {
             id: message.id,
             conversation: to.to_string(),
             from_peer: self.local_peer.to_base58(),
+            from_user: self.session.as_ref().map(|s| s.user.clone()),
             from_name: self.name.clone(),
             sent_at: message.sent_at,
             text: message.text.clone(),
@@ -587,7 +727,7 @@ impl EventLoop {
                     conversation: to.clone(),
                     from: Sender {
                         peer_id: self.local_peer.to_base58(),
-                        user: None,
+                        user: self.session.as_ref().map(|s| s.user.clone()),
                         name: self.name.clone(),
                     },
                     sent_at: message.sent_at,
@@ -608,6 +748,7 @@ impl EventLoop {
             }
             StoreDone::Inbound {
                 peer,
+                user,
                 message,
                 channel,
                 result,
@@ -632,15 +773,18 @@ impl EventLoop {
                     tracing::debug!("{peer} went away before its ack");
                 }
                 if let Ok(Inserted::New) = result {
-                    self.emit_incoming(peer, Conversation::peer(&peer), message);
+                    self.emit_incoming(peer, user, Conversation::peer(&peer), message);
                 }
             }
             StoreDone::Broadcast {
                 author,
+                user,
                 message,
                 result,
             } => match result {
-                Ok(Inserted::New) => self.emit_incoming(author, Conversation::Broadcast, message),
+                Ok(Inserted::New) => {
+                    self.emit_incoming(author, user, Conversation::Broadcast, message)
+                }
                 Ok(Inserted::Duplicate) => {}
                 Err(e) => tracing::error!("cannot store a broadcast from {author}: {e}"),
             },
@@ -648,7 +792,13 @@ impl EventLoop {
         }
     }
 
-    fn emit_incoming(&mut self, author: PeerId, conversation: Conversation, message: ChatMessage) {
+    fn emit_incoming(
+        &mut self,
+        author: PeerId,
+        user: Option<String>,
+        conversation: Conversation,
+        message: ChatMessage,
+    ) {
         if let Some(entry) = self.peers.get_mut(&author) {
             entry.name = Some(message.sender_name.clone());
         }
@@ -657,7 +807,7 @@ impl EventLoop {
             conversation,
             from: Sender {
                 peer_id: author.to_base58(),
-                user: None,
+                user,
                 name: message.sender_name,
             },
             sent_at: message.sent_at,
@@ -694,15 +844,18 @@ impl EventLoop {
 
     // ---- outgoing traffic -----------------------------------------------------------------
 
-    /// Sends what waits for `peer` if it is connected, or dials it if addresses are known.
+    /// Sends what waits for `peer` if it is connected, or dials it: directly if addresses are
+    /// known, else (and when the direct dial fails) through a bootstrap's relay.
     fn flush_outbox(&mut self, peer: PeerId) {
         if !self.swarm.is_connected(&peer) {
             if self.outbox.get(&peer).is_some_and(|q| !q.is_empty()) {
                 let opts = DialOpts::peer_id(peer)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    tracing::debug!("cannot dial {peer} for its outbox yet: {e}");
+                match self.swarm.dial(opts) {
+                    Ok(()) => {}
+                    Err(libp2p::swarm::DialError::NoAddresses) => self.dial_via_relay(peer),
+                    Err(e) => tracing::debug!("cannot dial {peer} for its outbox yet: {e}"),
                 }
             }
             return;
@@ -710,7 +863,9 @@ impl EventLoop {
         let Some(queue) = self.outbox.remove(&peer) else {
             return;
         };
-        for message in queue {
+        let cert = self.session.as_ref().map(|s| s.cert.clone());
+        for mut message in queue {
+            message.author_cert = cert.clone();
             let request = self
                 .swarm
                 .behaviour_mut()
@@ -720,7 +875,8 @@ impl EventLoop {
         }
     }
 
-    fn publish_broadcast(&mut self, message: ChatMessage) {
+    fn publish_broadcast(&mut self, mut message: ChatMessage) {
+        message.author_cert = self.session.as_ref().map(|s| s.cert.clone());
         let id = message.id;
         let bytes = match encode(&GossipFrame::Chat(message.clone())) {
             Ok(b) => b,
@@ -769,8 +925,15 @@ impl EventLoop {
         match found {
             Discovered::Found {
                 peer_id,
+                addrs,
+                role: Role::Bootstrap,
+                ..
+            } => self.handle_lan_bootstrap(peer_id, addrs),
+            Discovered::Found {
+                peer_id,
                 name,
                 addrs,
+                role: Role::Peer,
             } => {
                 tracing::debug!("mDNS found {peer_id} ({name}) at {addrs:?}");
                 let entry = self
@@ -797,6 +960,7 @@ impl EventLoop {
                 self.remember_peer(peer_id);
             }
             Discovered::Expired { peer_id } => {
+                self.bootstraps.expired(&peer_id);
                 if let Some(entry) = self.peers.get_mut(&peer_id)
                     && entry.reported
                 {
@@ -818,6 +982,7 @@ impl EventLoop {
             name: entry.name.clone(),
             addrs: entry.addrs.iter().map(ToString::to_string).collect(),
             source: entry.source,
+            user: entry.user.clone(),
         };
         let store = self.store.clone();
         self.run_store_op(async move {
@@ -834,6 +999,13 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Direct(e)) => self.handle_direct(e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Bootstrap(e)) => self.handle_bootstrap_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Notify(e)) => self.handle_notify_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.handle_ping(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.handle_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => tracing::debug!("dcutr: {e:?}"),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.handle_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -861,8 +1033,16 @@ impl EventLoop {
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,
-                ..
-            } => self.listener_failed(listener_id, format!("{reason:?}")),
+                addresses,
+            } => {
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+                if let Some(relay) = self.relay_listeners.remove(&listener_id) {
+                    tracing::debug!("relay reservation on {relay} ended: {reason:?}");
+                    self.forget_circuit_addrs(relay);
+                } else {
+                    self.listener_failed(listener_id, format!("{reason:?}"))
+                }
+            }
             SwarmEvent::ListenerError { listener_id, error } => {
                 self.listener_failed(listener_id, error.to_string())
             }
@@ -889,6 +1069,9 @@ impl EventLoop {
                         addr,
                         reason: error.to_string(),
                     }));
+                }
+                if let Some(peer) = peer_id {
+                    self.handle_dial_failed(peer, connection_id);
                 }
             }
             other => tracing::trace!("ignored swarm event {other:?}"),
@@ -939,18 +1122,28 @@ impl EventLoop {
         established: u32,
     ) {
         tracing::debug!("connected to {peer} ({established} connections)");
+        self.relay_dials.remove(&connection);
+        let is_bootstrap = self.bootstraps.trusts(&peer);
         let entry = self
             .peers
             .entry(peer)
             .or_insert_with(|| PeerEntry::new(PeerSource::Dial));
         entry.connections = established;
+        entry.bootstrap |= is_bootstrap;
         if let Some((_, reply)) = self.pending_dials.remove(&connection) {
             entry.source = PeerSource::Dial;
             let _ = reply.send(Ok(peer.to_base58()));
         }
-        if let ConnectedPoint::Dialer { address, .. } = endpoint {
-            let (bare, _) = without_p2p(&address);
-            entry.add_addr(bare);
+        let mut dialled = None;
+        if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+            let (bare, _) = without_p2p(address);
+            entry.add_addr(bare.clone());
+            if !endpoint.is_relayed() {
+                dialled = Some(bare);
+            }
+        }
+        if self.bootstraps.connected(&peer, dialled, Instant::now()) {
+            self.handle_bootstrap_up(peer);
         }
         self.flush_outbox(peer);
         if !self.queued_broadcasts.is_empty() {
@@ -959,6 +1152,12 @@ impl EventLoop {
     }
 
     fn handle_disconnected(&mut self, peer: PeerId, remaining: u32) {
+        if self
+            .bootstraps
+            .disconnected(&peer, remaining, Instant::now())
+        {
+            self.handle_bootstrap_down(peer);
+        }
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -986,7 +1185,8 @@ impl EventLoop {
             .peers
             .entry(peer)
             .or_insert_with(|| PeerEntry::new(PeerSource::Dial));
-        entry.bootstrap = info.agent_version.starts_with(net::BOOTSTRAP_AGENT_PREFIX);
+        entry.bootstrap = info.agent_version.starts_with(net::BOOTSTRAP_AGENT_PREFIX)
+            || self.bootstraps.trusts(&peer);
         if let Some(name) = name {
             entry.name = Some(name);
         }
@@ -1107,10 +1307,12 @@ impl EventLoop {
                 .send_response(channel, reject(RejectReason::StorageFailed));
             return;
         }
+        let user = self.certified_user(&peer, &message);
         let record = StoredMessage {
             id: message.id,
             conversation: Conversation::peer(&peer).to_string(),
             from_peer: peer.to_base58(),
+            from_user: user.clone(),
             from_name: message.sender_name.clone(),
             sent_at: message.sent_at,
             text: message.text.clone(),
@@ -1123,6 +1325,7 @@ impl EventLoop {
             let result = store.insert_message(record, None).await;
             StoreDone::Inbound {
                 peer,
+                user,
                 message,
                 channel,
                 result,
@@ -1180,10 +1383,12 @@ impl EventLoop {
             );
             return;
         }
+        let user = self.certified_user(&author, &message);
         let record = StoredMessage {
             id: message.id,
             conversation: Conversation::Broadcast.to_string(),
             from_peer: author.to_base58(),
+            from_user: user.clone(),
             from_name: message.sender_name.clone(),
             sent_at: message.sent_at,
             text: message.text.clone(),
@@ -1196,9 +1401,40 @@ impl EventLoop {
             let result = store.insert_message(record, None).await;
             StoreDone::Broadcast {
                 author,
+                user,
                 message,
                 result,
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstraps_are_pinned_by_peer_id_and_grouped() {
+        let peer = PeerId::random();
+        let addrs = vec![
+            format!("/ip4/10.0.0.1/tcp/4717/p2p/{peer}"),
+            format!("/ip4/10.0.0.1/udp/4717/quic-v1/p2p/{peer}"),
+        ];
+        let parsed = parse_bootstraps(&addrs).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, peer);
+        assert_eq!(
+            parsed[0].1,
+            [
+                "/ip4/10.0.0.1/tcp/4717".parse::<Multiaddr>().unwrap(),
+                "/ip4/10.0.0.1/udp/4717/quic-v1".parse().unwrap()
+            ]
+        );
+        for bad in ["/ip4/10.0.0.1/tcp/4717", "not an address"] {
+            assert!(matches!(
+                parse_bootstraps(&[bad.to_owned()]),
+                Err(StartError::BadAddress { .. })
+            ));
+        }
     }
 }

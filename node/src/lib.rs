@@ -12,26 +12,45 @@
 //! - [`event`]: [`Event`]s pushed to front-ends.
 //! - [`error`]: one error enum per operation.
 //! - [`rpc`]: the JSON-RPC 2.0 interface (`confab rpc`), see `docs/rpc.md`.
-//! - [`net`]: libp2p plumbing shared with `confab-bootstrap` (transport, codec, gossipsub config).
-//! - `event_loop`, `discovery`, `store`: the node's tasks (private).
+//! - [`net`]: libp2p plumbing shared with `confab-bootstrap` (transports, codecs, gossipsub config).
+//! - `event_loop`, `discovery`, `store`: the node's tasks (private); `event_loop/accounts.rs` is the
+//!   bootstrap side (session, account requests, notifications), `event_loop/nat.rs` relay, DCUtR,
+//!   AutoNAT and keep-alive.
+//! - `bootstraps`: which bootstraps the node trusts and when to redial them (sans-IO, private).
+//! - `cert`: verification of the device certificates on incoming messages (private).
+//! - `keep_alive`: keeps idle connections to the bootstraps open (private).
+//!
+//! Accounts live on a bootstrap: [`Client::register`] / [`Client::login`] bind this device to a
+//! user and the session is kept in the data dir until [`Client::logout`]. Messages from a logged-in
+//! device carry its certificate, so receivers show `from.user` without asking the bootstrap.
 #![deny(missing_docs)]
 
 pub mod address;
+mod bootstraps;
+mod cert;
 pub mod client;
 pub mod config;
 mod discovery;
 pub mod error;
 pub mod event;
 mod event_loop;
+mod keep_alive;
 pub mod net;
 pub mod rpc;
 mod store;
 
 pub use address::Conversation;
-pub use client::{Client, DeliveryState, Message, PeerInfo, PeerSource, Sender, WhoAmI};
-pub use confab_protocol::MessageId;
+pub use client::{
+    Avatar, Client, DeliveryState, Friend, Friends, Message, PeerInfo, PeerSource, Profile, Sender,
+    UserSummary, WhoAmI,
+};
+pub use confab_protocol::{ContentHash, MessageId};
 pub use config::Config;
-pub use error::{DialError, QueryError, SendError, StartError, StoreError};
+pub use error::{
+    AvatarError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
+    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
+    StartError, StoreError,
+};
 pub use event::Event;
 
 /// Starts a node: opens its store, listens, starts discovery, and returns its handle.

@@ -1,15 +1,17 @@
-//! libp2p plumbing shared by nodes and `confab-bootstrap`: the transport stack, the
-//! `/confab/direct/1` codec, and the gossipsub and identify settings. Front-ends do not use this.
+//! libp2p plumbing shared by nodes and `confab-bootstrap`: the transport stack, the codec of every
+//! request-response protocol ([`WireCodec`]), and the gossipsub and identify settings. Front-ends
+//! do not use this.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use confab_protocol::bootstrap::{BootstrapRequest, BootstrapResponse, Notification, NotifyAck};
 use confab_protocol::{DirectRequest, DirectResponse, GossipFrame, Wire, decode, encode};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, Swarm, gossipsub, identity, noise, tcp, yamux};
+use libp2p::{StreamProtocol, Swarm, gossipsub, identity, noise, relay, tcp, yamux};
 
 /// The identify protocol version every Confab peer announces; peers announcing another are not
 /// treated as Confab peers.
@@ -48,6 +50,33 @@ pub fn build_swarm<B: NetworkBehaviour>(
         .with_quic()
         .with_behaviour(|key| {
             behaviour(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        })
+        .map_err(|e| e.to_string())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build())
+}
+
+/// Builds a node's swarm: like [`build_swarm`], plus the relay client transport, so the node can
+/// listen on `<relay>/p2p-circuit` and dial `<relay>/p2p-circuit/p2p/<peer>`. `behaviour` gets the
+/// `relay::client::Behaviour` that drives that transport and must include it.
+pub fn build_node_swarm<B: NetworkBehaviour>(
+    keypair: identity::Keypair,
+    idle_timeout: Duration,
+    behaviour: impl FnOnce(&identity::Keypair, relay::client::Behaviour) -> Result<B, String>,
+) -> Result<Swarm<B>, String> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| e.to_string())?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| e.to_string())?
+        .with_behaviour(|key, relay| {
+            behaviour(key, relay).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| e.to_string())?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
@@ -112,6 +141,10 @@ impl<Req, Resp> std::fmt::Debug for WireCodec<Req, Resp> {
 
 /// The `/confab/direct/1` codec.
 pub type DirectCodec = WireCodec<DirectRequest, DirectResponse>;
+/// The `/confab/bootstrap/1` codec (node → bootstrap requests).
+pub type BootstrapCodec = WireCodec<BootstrapRequest, BootstrapResponse>;
+/// The `/confab/notify/1` codec (bootstrap → node pushes).
+pub type NotifyCodec = WireCodec<Notification, NotifyAck>;
 
 async fn read_frame<T: Wire, R: AsyncRead + Unpin + Send>(io: &mut R) -> io::Result<T> {
     let mut buf = Vec::new();
@@ -182,5 +215,76 @@ mod tests {
         assert_eq!(name_from_agent(&agent_version("Ann Lee")), Some("Ann Lee"));
         assert_eq!(name_from_agent("rust-libp2p/0.1"), None);
         assert_eq!(name_from_agent("confab/0.1.0 "), None);
+    }
+
+    fn protocol() -> StreamProtocol {
+        StreamProtocol::new(confab_protocol::bootstrap::BOOTSTRAP_PROTOCOL)
+    }
+
+    #[test]
+    fn the_codec_round_trips_every_frame_kind_it_carries() {
+        use libp2p::request_response::Codec;
+        futures::executor::block_on(async {
+            let mut codec = BootstrapCodec::default();
+            let request = BootstrapRequest::Login {
+                user: "alice".into(),
+                password: "correct horse".into(),
+            };
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            codec
+                .write_request(&protocol(), &mut wire, request.clone())
+                .await
+                .unwrap();
+            let mut read = futures::io::Cursor::new(wire.into_inner());
+            let back = codec.read_request(&protocol(), &mut read).await.unwrap();
+            assert_eq!(back, request);
+
+            let mut notify = NotifyCodec::default();
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            notify
+                .write_response(&protocol(), &mut wire, NotifyAck {})
+                .await
+                .unwrap();
+            let mut read = futures::io::Cursor::new(wire.into_inner());
+            assert_eq!(
+                notify.read_response(&protocol(), &mut read).await.unwrap(),
+                NotifyAck {}
+            );
+        });
+    }
+
+    #[test]
+    fn the_codec_refuses_oversized_and_malformed_frames() {
+        use libp2p::request_response::Codec;
+        futures::executor::block_on(async {
+            let mut codec = BootstrapCodec::default();
+            let big = vec![0u8; BootstrapRequest::MAX_SIZE + 10];
+            let mut read = futures::io::Cursor::new(big);
+            let err = codec
+                .read_request(&protocol(), &mut read)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            let mut read = futures::io::Cursor::new(b"garbage".to_vec());
+            let err = codec
+                .read_response(&protocol(), &mut read)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            // A request that breaks a rule is never written.
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            let err = codec
+                .write_request(
+                    &protocol(),
+                    &mut wire,
+                    BootstrapRequest::SearchUsers {
+                        query: "x".repeat(10_000),
+                    },
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(wire.into_inner().is_empty());
+        });
     }
 }

@@ -4,6 +4,7 @@
 //! the request's `id`); node events are sent as notifications. The contract — methods, objects,
 //! notifications and error codes — is `docs/rpc.md`; this module is its only implementation.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -12,8 +13,11 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
 
 use crate::address::Conversation;
-use crate::client::{Client, DeliveryState, Message, PeerInfo, WhoAmI};
-use crate::error::{DialError, QueryError, SendError};
+use crate::client::{Client, DeliveryState, Friends, Message, PeerInfo, Profile, WhoAmI};
+use crate::error::{
+    AvatarError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
+    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
+};
 use crate::event::Event;
 
 /// Stable error codes of the interface (see `docs/rpc.md`).
@@ -36,12 +40,36 @@ pub mod codes {
     pub const INVALID_MESSAGE: i64 = -32012;
     /// The operation needs a bootstrap account and this device is not logged in.
     pub const NOT_LOGGED_IN: i64 = -32020;
+    /// Wrong username or password (one code for both, so nobody learns which accounts exist).
+    pub const BAD_CREDENTIALS: i64 = -32021;
+    /// The username is taken (usernames ignore case).
+    pub const USER_EXISTS: i64 = -32022;
+    /// The password is too weak.
+    pub const WEAK_PASSWORD: i64 = -32023;
+    /// A file given as a parameter cannot be read (or is not what it must be, e.g. an image).
+    pub const FILE_NOT_FOUND: i64 = -32027;
     /// Too much is queued already; retry later.
     pub const BUSY: i64 = -32030;
     /// The local store failed (disk full, I/O error).
     pub const STORAGE: i64 = -32040;
     /// The node is shutting down.
     pub const NODE_STOPPED: i64 = -32050;
+    /// No bootstrap is reachable (none configured or found, or none connected in time).
+    pub const NO_BOOTSTRAP: i64 = -32060;
+    /// Too many attempts; `data.retry_after_ms` says when to try again.
+    pub const THROTTLED: i64 = -32061;
+    /// The username breaks the naming rules.
+    pub const INVALID_USERNAME: i64 = -32062;
+    /// No such user.
+    pub const UNKNOWN_USER: i64 = -32063;
+    /// No such thing (an avatar, a friend request).
+    pub const NOT_FOUND: i64 = -32064;
+    /// Something is over a size limit (an avatar, a nickname).
+    pub const TOO_LARGE: i64 = -32065;
+    /// Not allowed (befriending oneself, a full friends list).
+    pub const NOT_ALLOWED: i64 = -32066;
+    /// The bootstrap failed, or the request to it was lost; retry later.
+    pub const BOOTSTRAP_FAILED: i64 = -32067;
 }
 
 /// The longest request line accepted; a longer one is answered with an error and skipped.
@@ -56,17 +84,6 @@ const DEFAULT_HISTORY_LIMIT: usize = 1000;
 /// Methods of the contract that later versions implement; until then they answer
 /// [`codes::METHOD_NOT_FOUND`] with a message that says so.
 const NOT_YET: &[&str] = &[
-    "register",
-    "login",
-    "logout",
-    "delete_account",
-    "profile_set",
-    "profile_get",
-    "search_users",
-    "friend_add",
-    "friend_accept",
-    "friend_remove",
-    "friends",
     "group_create",
     "group_invite",
     "group_remove",
@@ -91,6 +108,8 @@ pub struct RpcError {
     pub code: i64,
     /// For people.
     pub message: String,
+    /// Details for programs (e.g. `{"retry_after_ms": 1500}` with [`codes::THROTTLED`]).
+    pub data: Option<Value>,
 }
 
 impl RpcError {
@@ -98,9 +117,83 @@ impl RpcError {
         Self {
             code,
             message: message.into(),
+            data: None,
+        }
+    }
+
+    fn throttled(message: String, retry_after_ms: u64) -> Self {
+        Self {
+            code: codes::THROTTLED,
+            message,
+            data: Some(json!({ "retry_after_ms": retry_after_ms })),
         }
     }
 }
+
+/// The RPC form of the errors every account operation shares. Each `From` impl below lists the
+/// variants particular to its operation, then defers to this.
+macro_rules! account_error_to_rpc {
+    ($ty:ident { $($arms:tt)* }) => {
+        impl From<$ty> for RpcError {
+            fn from(e: $ty) -> Self {
+                let message = e.to_string();
+                #[allow(unreachable_patterns)]
+                let code = match e {
+                    $($arms)*
+                    $ty::Throttled { retry_after_ms } => {
+                        return RpcError::throttled(message, retry_after_ms);
+                    }
+                    $ty::NoBootstrap => codes::NO_BOOTSTRAP,
+                    $ty::Bootstrap(_) => codes::BOOTSTRAP_FAILED,
+                    _ => codes::NODE_STOPPED,
+                };
+                RpcError::new(code, message)
+            }
+        }
+    };
+}
+
+account_error_to_rpc!(RegisterError {
+    RegisterError::InvalidUsername(_) => codes::INVALID_USERNAME,
+    RegisterError::WeakPassword(_) => codes::WEAK_PASSWORD,
+    RegisterError::UserExists => codes::USER_EXISTS,
+    RegisterError::Invalid(_) => codes::INVALID_PARAMS,
+});
+account_error_to_rpc!(LoginError {
+    LoginError::BadCredentials => codes::BAD_CREDENTIALS,
+    LoginError::Invalid(_) => codes::INVALID_PARAMS,
+});
+account_error_to_rpc!(LogoutError {
+    LogoutError::NotLoggedIn => codes::NOT_LOGGED_IN,
+});
+account_error_to_rpc!(DeleteAccountError {
+    DeleteAccountError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    DeleteAccountError::BadCredentials => codes::BAD_CREDENTIALS,
+});
+account_error_to_rpc!(ProfileSetError {
+    ProfileSetError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    ProfileSetError::Avatar { .. } => codes::FILE_NOT_FOUND,
+    ProfileSetError::TooLarge(_) => codes::TOO_LARGE,
+    ProfileSetError::Invalid(_) => codes::INVALID_PARAMS,
+});
+account_error_to_rpc!(ProfileGetError {
+    ProfileGetError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    ProfileGetError::UnknownUser(_) => codes::UNKNOWN_USER,
+});
+account_error_to_rpc!(AvatarError {
+    AvatarError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    AvatarError::NotFound => codes::NOT_FOUND,
+});
+account_error_to_rpc!(SearchError {
+    SearchError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    SearchError::Invalid(_) => codes::INVALID_PARAMS,
+});
+account_error_to_rpc!(FriendError {
+    FriendError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    FriendError::UnknownUser(_) => codes::UNKNOWN_USER,
+    FriendError::NotFound(_) => codes::NOT_FOUND,
+    FriendError::NotAllowed(_) => codes::NOT_ALLOWED,
+});
 
 impl From<QueryError> for RpcError {
     fn from(e: QueryError) -> Self {
@@ -117,6 +210,7 @@ impl From<SendError> for RpcError {
         let code = match &e {
             SendError::BadAddress(_) => codes::BAD_ADDRESS,
             SendError::NotLoggedIn(_) => codes::NOT_LOGGED_IN,
+            SendError::Unsupported(_) => codes::METHOD_NOT_FOUND,
             SendError::Invalid(_) => codes::INVALID_MESSAGE,
             SendError::QueueFull(_) => codes::BUSY,
             SendError::Store(_) => codes::STORAGE,
@@ -167,6 +261,32 @@ fn whoami_json(w: &WhoAmI) -> Value {
     json!({"peer_id": w.peer_id, "name": w.name, "user": w.user, "listen_addrs": w.listen_addrs})
 }
 
+fn profile_json(p: &Profile) -> Value {
+    json!({
+        "user": p.user,
+        "nickname": p.nickname,
+        "signature": p.signature,
+        "avatar_hash": p.avatar_hash.map(|h| h.to_string()),
+        "online": p.online,
+    })
+}
+
+fn friends_json(f: &Friends) -> Value {
+    Value::Array(
+        f.friends
+            .iter()
+            .map(|f| {
+                json!({
+                    "user": f.user,
+                    "nickname": f.nickname,
+                    "signature": f.signature,
+                    "online": f.online,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The notification for an event, if it has one.
 pub fn event_notification(event: &Event) -> Option<Value> {
     let (method, params) = match event {
@@ -184,6 +304,11 @@ pub fn event_notification(event: &Event) -> Option<Value> {
             "delivery",
             json!({"id": id.to_string(), "state": state.as_str()}),
         ),
+        Event::Presence { user, online } => ("presence", json!({"user": user, "online": online})),
+        Event::FriendRequest { from } => ("friend_request", json!({ "from": from })),
+        Event::FriendAdded { user } => ("friend_added", json!({ "user": user })),
+        Event::FriendRemoved { user } => ("friend_removed", json!({ "user": user })),
+        Event::LoggedOut => ("logged_out", json!({})),
         _ => return None,
     };
     Some(json!({"jsonrpc": "2.0", "method": method, "params": params}))
@@ -196,6 +321,18 @@ fn param_str<'a>(params: &'a Value, name: &str) -> Result<&'a str, RpcError> {
             format!("`{name}` (a string) is required"),
         )
     })
+}
+
+/// An optional string parameter: absent or null is `None`; anything but a string is an error.
+fn param_opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("`{name}` must be a string"),
+        )),
+    }
 }
 
 fn parse_conversation(text: &str) -> Result<Conversation, RpcError> {
@@ -252,6 +389,61 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
             let messages = client.history(&with, limit).await?;
             Ok(Value::Array(messages.iter().map(message_json).collect()))
         }
+        "register" => {
+            let (user, password) = (param_str(params, "user")?, param_str(params, "password")?);
+            Ok(json!({ "user": client.register(user, password).await? }))
+        }
+        "login" => {
+            let (user, password) = (param_str(params, "user")?, param_str(params, "password")?);
+            Ok(json!({ "user": client.login(user, password).await? }))
+        }
+        "logout" => {
+            client.logout().await?;
+            Ok(json!({}))
+        }
+        "delete_account" => {
+            client
+                .delete_account(param_str(params, "password")?)
+                .await?;
+            Ok(json!({}))
+        }
+        "profile_set" => {
+            let nickname = param_opt_str(params, "nickname")?.map(str::to_owned);
+            let signature = param_opt_str(params, "signature")?.map(str::to_owned);
+            let avatar = param_opt_str(params, "avatar")?.map(PathBuf::from);
+            client.profile_set(nickname, signature, avatar).await?;
+            Ok(json!({}))
+        }
+        "profile_get" => {
+            let profile = client.profile_get(param_str(params, "user")?).await?;
+            Ok(profile_json(&profile))
+        }
+        "search_users" => {
+            let users = client.search_users(param_str(params, "query")?).await?;
+            Ok(Value::Array(
+                users
+                    .iter()
+                    .map(|u| json!({"user": u.user, "nickname": u.nickname, "online": u.online}))
+                    .collect(),
+            ))
+        }
+        "friend_add" => {
+            client.friend_add(param_str(params, "user")?).await?;
+            Ok(json!({}))
+        }
+        "friend_accept" => {
+            client.friend_accept(param_str(params, "user")?).await?;
+            Ok(json!({}))
+        }
+        "friend_remove" => {
+            client.friend_remove(param_str(params, "user")?).await?;
+            Ok(json!({}))
+        }
+        "friends" => Ok(friends_json(&client.friends().await?)),
+        "friend_requests" => {
+            let friends = client.friends().await?;
+            Ok(json!({"incoming": friends.incoming, "outgoing": friends.outgoing}))
+        }
         m if NOT_YET.contains(&m) => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
             format!("method `{m}` is not available in this version"),
@@ -267,7 +459,11 @@ fn response(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
         Err(e) => {
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+            let mut error = json!({"code": e.code, "message": e.message});
+            if let Some(data) = e.data {
+                error["data"] = data;
+            }
+            json!({"jsonrpc": "2.0", "id": id, "error": error})
         }
     }
 }
@@ -479,5 +675,82 @@ mod tests {
             parse_line(br#"{"jsonrpc":"2.0","id":7,"method":"peers"}"#),
             Parsed::Call { id: Some(Value::Number(_)), ref method, .. } if method == "peers"
         ));
+    }
+
+    #[test]
+    fn optional_string_params_are_checked() {
+        let params = json!({"nickname": "Al", "signature": null, "avatar": 3});
+        assert_eq!(param_opt_str(&params, "nickname").unwrap(), Some("Al"));
+        assert_eq!(param_opt_str(&params, "signature").unwrap(), None);
+        assert_eq!(param_opt_str(&params, "missing").unwrap(), None);
+        assert_eq!(
+            param_opt_str(&params, "avatar").unwrap_err().code,
+            codes::INVALID_PARAMS
+        );
+        assert_eq!(
+            param_str(&json!({"user": 1}), "user").unwrap_err().code,
+            codes::INVALID_PARAMS
+        );
+    }
+
+    #[test]
+    fn account_errors_have_stable_codes_and_throttling_says_when() {
+        let e = RpcError::from(LoginError::Throttled {
+            retry_after_ms: 1500,
+        });
+        assert_eq!(e.code, codes::THROTTLED);
+        assert_eq!(e.data, Some(json!({"retry_after_ms": 1500})));
+        let answer = response(json!(1), Err(e));
+        assert_eq!(answer["error"]["data"]["retry_after_ms"], 1500);
+        assert_eq!(
+            RpcError::from(LoginError::BadCredentials).code,
+            codes::BAD_CREDENTIALS
+        );
+        assert_eq!(
+            RpcError::from(RegisterError::UserExists).code,
+            codes::USER_EXISTS
+        );
+        assert_eq!(
+            RpcError::from(RegisterError::WeakPassword("short".into())).code,
+            codes::WEAK_PASSWORD
+        );
+        assert_eq!(
+            RpcError::from(FriendError::NoBootstrap).code,
+            codes::NO_BOOTSTRAP
+        );
+        assert_eq!(
+            RpcError::from(FriendError::NoBootstrap).message,
+            "no bootstrap reachable"
+        );
+        assert_eq!(
+            RpcError::from(ProfileSetError::TooLarge("x".into())).code,
+            codes::TOO_LARGE
+        );
+        assert_eq!(
+            RpcError::from(SearchError::NotLoggedIn).code,
+            codes::NOT_LOGGED_IN
+        );
+        assert!(
+            response(json!(2), Err(RpcError::from(LogoutError::NotLoggedIn)))["error"]
+                .get("data")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn account_events_become_notifications() {
+        let note = event_notification(&Event::Presence {
+            user: "bob".into(),
+            online: true,
+        })
+        .unwrap();
+        assert_eq!(note["method"], "presence");
+        assert_eq!(note["params"], json!({"user": "bob", "online": true}));
+        let note = event_notification(&Event::FriendRequest { from: "al".into() }).unwrap();
+        assert_eq!(note["params"], json!({"from": "al"}));
+        assert_eq!(
+            event_notification(&Event::LoggedOut).unwrap()["method"],
+            "logged_out"
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! the next durable commit or the flush at shutdown.
 //!
 //! Tables (the version is part of each name, so a format change is a new table):
-//! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number.
+//! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number, and the
+//!   bootstrap session (`session`: CBOR of the user, its device certificate and the bootstrap's
+//!   peer id), so a device stays logged in across restarts until it logs out.
 //! - `messages_v1`: `author/message id -> record` (CBOR): deduplication and lookup. The author is
 //!   part of the key, so a peer that replays someone else's id cannot shadow their message.
 //! - `history_v1`: `(conversation, seq) -> message key`: each conversation in local order.
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 
 use confab_protocol::MessageId;
+use confab_protocol::bootstrap::DeviceCert;
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
@@ -39,6 +42,7 @@ const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers_v1");
 const KEY_IDENTITY: &str = "identity";
 const KEY_NAME: &str = "name";
 const KEY_NEXT_SEQ: &str = "next_seq";
+const KEY_SESSION: &str = "session";
 
 /// The file name of the store inside the data dir.
 pub(crate) const STORE_FILE: &str = "confab.redb";
@@ -55,6 +59,9 @@ pub(crate) struct StoredMessage {
     /// The conversation address as seen by this node.
     pub conversation: String,
     pub from_peer: String,
+    /// The author's account, when its certificate verified (or this node's, when logged in).
+    #[serde(default)]
+    pub from_user: Option<String>,
     pub from_name: String,
     pub sent_at: u64,
     pub text: Option<String>,
@@ -72,6 +79,18 @@ pub(crate) struct KnownPeer {
     pub name: Option<String>,
     pub addrs: Vec<String>,
     pub source: PeerSource,
+    /// The account its last verified certificate named.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The account this device is logged into, as remembered across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredSession {
+    pub user: String,
+    pub cert: DeviceCert,
+    /// The peer id (base58) of the bootstrap that issued it.
+    pub bootstrap: String,
 }
 
 /// What opening the store found.
@@ -81,6 +100,7 @@ pub(crate) struct Opened {
     pub identity: Vec<u8>,
     pub name: Option<String>,
     pub peers: Vec<KnownPeer>,
+    pub session: Option<StoredSession>,
 }
 
 /// The result of inserting a message.
@@ -112,6 +132,10 @@ enum Request {
         name: String,
         reply: Reply<()>,
     },
+    SetSession {
+        session: Option<Box<StoredSession>>,
+        reply: Reply<()>,
+    },
     History {
         conversation: String,
         limit: usize,
@@ -133,13 +157,14 @@ impl Request {
                 | Request::SetDelivery { .. }
                 | Request::PutPeer { .. }
                 | Request::SetName { .. }
+                | Request::SetSession { .. }
         )
     }
 
     fn needs_durability(&self) -> bool {
         matches!(
             self,
-            Request::InsertMessage { .. } | Request::SetName { .. }
+            Request::InsertMessage { .. } | Request::SetName { .. } | Request::SetSession { .. }
         )
     }
 }
@@ -157,6 +182,7 @@ impl std::fmt::Debug for Request {
             Request::SetDelivery { .. } => "SetDelivery",
             Request::PutPeer { .. } => "PutPeer",
             Request::SetName { .. } => "SetName",
+            Request::SetSession { .. } => "SetSession",
             Request::History { .. } => "History",
             Request::Outbox { .. } => "Outbox",
             Request::Close { .. } => "Close",
@@ -240,6 +266,18 @@ impl Store {
         self.call(|reply| Request::SetName { name, reply }).await
     }
 
+    /// Remembers (durably) the account this device is logged into, or forgets it with `None`.
+    pub(crate) async fn set_session(
+        &self,
+        session: Option<StoredSession>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SetSession {
+            session: session.map(Box::new),
+            reply,
+        })
+        .await
+    }
+
     /// The last `limit` messages of a conversation, oldest first.
     pub(crate) async fn history(
         &self,
@@ -288,6 +326,16 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
         let name = meta
             .get(KEY_NAME)?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        let session = match meta.get(KEY_SESSION)? {
+            Some(v) => match cbor4ii::serde::from_slice::<StoredSession>(v.value()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("forgetting an unreadable session record: {e:?}");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut peers = Vec::new();
         for entry in peers_table.iter()? {
             let (_, v) = entry?;
@@ -300,6 +348,7 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             identity,
             name,
             peers,
+            session,
         }
     };
     txn.commit()?;
@@ -397,6 +446,18 @@ impl Actor {
                     }
                     Request::SetName { name, reply } => {
                         txn.open_table(META)?.insert(KEY_NAME, name.as_bytes())?;
+                        done.push(Done::Unit(reply));
+                    }
+                    Request::SetSession { session, reply } => {
+                        let mut meta = txn.open_table(META)?;
+                        match session {
+                            Some(session) => {
+                                meta.insert(KEY_SESSION, to_cbor(&session)?.as_slice())?;
+                            }
+                            None => {
+                                meta.remove(KEY_SESSION)?;
+                            }
+                        }
                         done.push(Done::Unit(reply));
                     }
                     // `run` partitions the batch: only writes reach this point.
@@ -560,6 +621,7 @@ mod tests {
             id: MessageId::random(),
             conversation: conversation.into(),
             from_peer: "p".into(),
+            from_user: None,
             from_name: "n".into(),
             sent_at: 1,
             text: Some(text.into()),
@@ -634,6 +696,36 @@ mod tests {
         assert_eq!(b.len(), 200);
         assert!(b.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_eq!(store.history("peer:b".into(), 5).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_session_survives_a_reopen_until_it_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.session, None);
+        let session = StoredSession {
+            user: "alice".into(),
+            cert: DeviceCert {
+                user: "alice".into(),
+                device: vec![0, 1, 2],
+                issued_at: 42,
+                issuer: vec![3, 4],
+                signature: vec![5; 64],
+            },
+            bootstrap: "12D3KooWboot".into(),
+        };
+        store.set_session(Some(session.clone())).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.session, Some(session));
+        store.set_session(None).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let (_store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.session, None, "logged out for good");
     }
 
     #[tokio::test]

@@ -223,9 +223,16 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
 
     assert_eq!(node.call_err("teleport", json!({})), -32601);
     assert_eq!(
-        node.call_err("login", json!({"user": "x", "password": "y"})),
+        node.call_err("group_create", json!({"name": "x", "members": []})),
         -32601
     );
+    // Accounts need a bootstrap; this node has none (and no mDNS to find one).
+    assert_eq!(
+        node.call_err("login", json!({"user": "xavier", "password": "y"})),
+        -32060
+    );
+    assert_eq!(node.call_err("friends", json!({})), -32020);
+    assert_eq!(node.call_err("login", json!({"user": "xavier"})), -32602);
     assert_eq!(
         node.call_err("send", json!({"to": "bob", "text": "hi"})),
         -32010

@@ -228,11 +228,16 @@ fn short(peer_id: &str) -> &str {
 
 fn print_message(m: &Message) {
     let text = m.text.as_deref().unwrap_or("");
+    // The account is shown only when the sender's certificate proved it.
+    let from = match &m.from.user {
+        Some(user) => format!("{} (user:{user})", m.from.name),
+        None => m.from.name.clone(),
+    };
     match (&m.conversation, m.outgoing) {
-        (Conversation::Broadcast, false) => println!("[all] {}: {text}", m.from.name),
+        (Conversation::Broadcast, false) => println!("[all] {from}: {text}"),
         (Conversation::Broadcast, true) => println!("[all] you: {text}"),
         (Conversation::Peer(p), true) => println!("[dm → …{}] you: {text}", short(p)),
-        (_, false) => println!("[dm] {}: {text}", m.from.name),
+        (_, false) => println!("[dm] {from}: {text}"),
         (other, true) => println!("[{other}] you: {text}"),
     }
 }
@@ -279,6 +284,18 @@ async fn chat(client: &Client) -> Result<ExitCode> {
                         .unwrap_or_else(|| format!("peer:{peer_id}"));
                     println!("* {name} left");
                 }
+                Ok(Event::Presence { user, online }) => {
+                    println!(
+                        "* user:{user} is {}",
+                        if online { "online" } else { "offline" }
+                    )
+                }
+                Ok(Event::FriendRequest { from }) => println!("* user:{from} asks to be friends"),
+                Ok(Event::FriendAdded { user }) => println!("* user:{user} is now a friend"),
+                Ok(Event::FriendRemoved { user }) => {
+                    println!("* user:{user} is no longer a friend")
+                }
+                Ok(Event::LoggedOut) => println!("* this device was logged out"),
                 Err(broadcast::error::RecvError::Closed) => break,
                 _ => {}
             }
