@@ -49,6 +49,9 @@ pub mod limits {
     pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(10 * 60);
     /// Relay: bytes one circuit may carry.
     pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 64 * 1024 * 1024;
+    /// After the first address of each listener, how long to wait for the rest of a wildcard
+    /// listener's addresses (one per interface) before printing them.
+    pub const LISTEN_SETTLE: Duration = Duration::from_millis(150);
     /// Backup generations kept.
     pub const BACKUP_GENERATIONS: usize = 5;
     /// The shortest interval between periodic backups (shorter ones are raised to it).

@@ -296,6 +296,13 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
             _ => {}
         }
     }
+    // A wildcard listener reports one address per interface, in a burst; take the rest of it.
+    while let Ok(event) = tokio::time::timeout(LISTEN_SETTLE, swarm.select_next_some()).await {
+        if let SwarmEvent::NewListenAddr { address, .. } = event {
+            swarm.add_external_address(address.clone());
+            listen_addrs.push(address.with(Protocol::P2p(peer_id)).to_string());
+        }
+    }
     let advertisement = if config.mdns {
         advertise(&peer_id, &listen_addrs)
     } else {
@@ -372,6 +379,15 @@ fn advertise(peer: &PeerId, listen_addrs: &[String]) -> Option<Advertisement> {
             tracing::warn!("mDNS advertisement failed: {e}");
             None
         }
+    }
+}
+
+/// Announces (or withdraws) a listen address as one where this server can be reached.
+fn swarm_external(swarm: &mut Swarm<Behaviour>, address: Multiaddr, add: bool) {
+    if add {
+        swarm.add_external_address(address);
+    } else {
+        swarm.remove_external_address(&address);
     }
 }
 
@@ -499,6 +515,13 @@ impl EventLoop {
             } => {
                 self.remote_ips.remove(&peer_id);
                 self.device_gone(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {address}");
+                swarm_external(&mut self.swarm, address, true);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                swarm_external(&mut self.swarm, address, false)
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!("incoming connection failed: {error}")

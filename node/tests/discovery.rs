@@ -8,156 +8,18 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::RpcProcess;
+use common::netns::{self, Netns};
 use serde_json::{Value, json};
-
-/// How long a freshly configured veth may take to become operationally up.
-const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
-
-// ---- network namespaces ---------------------------------------------------------------------
-
-/// Runs `ip ARGS`; `Err` carries what went wrong.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip {}`: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Waits until link `dev` in namespace `ns` is operationally up (at most [`LINK_UP_TIMEOUT`]).
-fn wait_until_running(ns: &str, dev: &str) -> Result<(), String> {
-    let deadline = Instant::now() + LINK_UP_TIMEOUT;
-    let mut last = String::new();
-    for _ in 0..(LINK_UP_TIMEOUT.as_millis() / 20 + 1) {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-o", "link", "show", "dev", dev])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run `ip`: {e}"))?;
-        last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if out.status.success() && last.contains(" state UP ") {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!(
-        "{dev} in {ns} is not operationally up after {LINK_UP_TIMEOUT:?}: {last}"
-    ))
-}
-
-/// Two network namespaces joined by a veth pair; deleted on drop.
-struct Lab {
-    /// The namespaces created so far (deleted on drop, in reverse order).
-    created: Vec<String>,
-    a: String,
-    b: String,
-    a_addr: String,
-    b_addr: String,
-}
-
-impl Lab {
-    /// Sets up the namespaces, or says what is missing.
-    fn create() -> Result<Self, String> {
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Err("the `ip` command (iproute2) is not installed".to_owned());
-        }
-        if let Ok(out) = Command::new("id").arg("-u").output() {
-            let uid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if out.status.success() && uid != "0" {
-                return Err(format!(
-                    "creating network namespaces needs root (running as uid {uid})"
-                ));
-            }
-        }
-        let pid = std::process::id();
-        // The subnet only exists inside the two namespaces; derive it from the pid anyway so
-        // that concurrent runs are easy to tell apart.
-        let (x, y) = (100 + (pid / 256) % 100, pid % 256);
-        let mut lab = Lab {
-            created: Vec::new(),
-            a: format!("confab-t-{pid}-a"),
-            b: format!("confab-t-{pid}-b"),
-            a_addr: format!("10.{x}.{y}.1"),
-            b_addr: format!("10.{x}.{y}.2"),
-        };
-        for ns in [lab.a.clone(), lab.b.clone()] {
-            // A namespace with this process id in its name can only be a leftover of a killed
-            // run whose pid was reused: remove it.
-            let _ = ip(&["netns", "del", &ns]);
-            ip(&["netns", "add", &ns])
-                .map_err(|e| format!("cannot create a network namespace: {e}"))?;
-            lab.created.push(ns);
-        }
-        let (a, b) = (lab.a.clone(), lab.b.clone());
-        // Both ends are created straight inside the namespaces; nothing touches the host's.
-        ip(&[
-            "-n", &a, "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b", "netns",
-            &b,
-        ])
-        .map_err(|e| format!("cannot create a veth pair: {e}"))?;
-        // From here on a failure is a failure of the test, not a missing capability.
-        lab.configure().unwrap_or_else(|e| panic!("{e}"));
-        Ok(lab)
-    }
-
-    /// Addresses the veth ends, brings them and `lo` up, and waits until both ends run.
-    fn configure(&self) -> Result<(), String> {
-        let ends = [
-            (&self.a, "veth-a", &self.a_addr),
-            (&self.b, "veth-b", &self.b_addr),
-        ];
-        for (ns, dev, addr) in ends {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            // No multicast route is needed: mdns-sd sends on each interface with
-            // IP_MULTICAST_IF, and veth links have MULTICAST set by default.
-        }
-        // mdns-sd only uses interfaces that are operationally up (IFF_RUNNING) when its daemon
-        // starts and looks again only every 5 s. The kernel sets the operational state of a
-        // link that just got its carrier asynchronously (linkwatch, up to a second later), so
-        // wait for it; otherwise the node started in a namespace whose veth is not "running"
-        // yet finds nothing for 5 s.
-        for (ns, dev, _) in ends {
-            wait_until_running(ns, dev)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("warning: {e}");
-            }
-        }
-    }
-}
 
 // ---- the test -----------------------------------------------------------------------------------
 
-fn start_in(ns: &str, name: &str, data_dir: &std::path::Path) -> RpcProcess {
+fn start_in(ns: &Netns, name: &str, data_dir: &std::path::Path) -> RpcProcess {
     // Default listen addresses (every interface of the namespace) and mDNS on.
-    RpcProcess::spawn_with(data_dir, name, &[], Some(&["ip", "netns", "exec", ns]))
+    RpcProcess::spawn_with(data_dir, name, &[], Some(&ns.exec_prefix()))
 }
 
 /// Waits (bounded) until `node` lists `peer` as found by mDNS.
@@ -181,21 +43,18 @@ fn listed_as_mdns(node: &mut RpcProcess, peer: &str) -> bool {
 fn two_nodes_in_namespaces_find_each_other_over_mdns_and_chat() {
     // Declaration order matters: locals drop in reverse, so the processes are killed before
     // their data dirs and the namespaces are removed.
-    let lab = match Lab::create() {
-        Ok(lab) => lab,
-        Err(missing) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set but the mDNS test cannot run: {missing}");
-            }
-            eprintln!("note: skipping the mDNS discovery test: {missing}");
-            return;
-        }
-    };
+    if !netns::require("the mDNS discovery test") {
+        return;
+    }
+    let (a, b) = (Netns::create("a").unwrap(), Netns::create("b").unwrap());
+    let net = netns::subnet();
+    let (a_addr, b_addr) = (format!("{net}.1.1"), format!("{net}.1.2"));
+    netns::link(&a, "veth-a", &a_addr, &b, "veth-b", &b_addr).unwrap();
     let tmp = tempfile::tempdir().expect("temp dir");
 
     let started = Instant::now();
-    let mut ann = start_in(&lab.a, "ann", &tmp.path().join("ann"));
-    let mut ben = start_in(&lab.b, "ben", &tmp.path().join("ben"));
+    let mut ann = start_in(&a, "ann", &tmp.path().join("ann"));
+    let mut ben = start_in(&b, "ben", &tmp.path().join("ben"));
     let ann_me = ann.call("whoami", json!({}));
     let ben_me = ben.call("whoami", json!({}));
     let ann_id = ann_me["peer_id"].as_str().unwrap().to_owned();
@@ -207,11 +66,11 @@ fn two_nodes_in_namespaces_find_each_other_over_mdns_and_chat() {
         })
     };
     assert!(
-        listens_on(&ann_me, &lab.a_addr),
+        listens_on(&ann_me, &a_addr),
         "ann does not listen on the veth: {ann_me}"
     );
     assert!(
-        listens_on(&ben_me, &lab.b_addr),
+        listens_on(&ben_me, &b_addr),
         "ben does not listen on the veth: {ben_me}"
     );
 

@@ -1,6 +1,8 @@
 //! Helpers for tests that drive real `confab rpc` processes.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -225,6 +227,135 @@ impl RpcProcess {
 }
 
 impl Drop for RpcProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                newest = newest.max(m);
+            }
+        }
+    }
+    newest
+}
+
+/// The `confab-bootstrap` binary of this build, beside the test's own target dir. `cargo test
+/// --workspace` has just built it; when this package is tested alone and the binary is missing or
+/// older than the sources it is built from, it is built first, so a stale one is never used.
+pub fn bootstrap_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps/<test>");
+            let bin = profile_dir.join("confab-bootstrap");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let sources = ["bootstrap/src", "node/src", "protocol/src"]
+                .iter()
+                .map(|d| newest(&root.join(d)))
+                .max()
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            if built.is_none_or(|b| b < sources) {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut build = Command::new(cargo);
+                build.args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "confab-bootstrap",
+                    "--bin",
+                    "confab-bootstrap",
+                ]);
+                if profile_dir.file_name().is_some_and(|p| p == "release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("run cargo");
+                assert!(
+                    status.success() && bin.exists(),
+                    "could not build {}",
+                    bin.display()
+                );
+            }
+            bin
+        })
+        .clone()
+}
+
+/// A `confab-bootstrap` child process; killed on drop.
+pub struct BootstrapProcess {
+    child: Child,
+    /// Its `listening` addresses (each ends in `/p2p/<peer id>`).
+    pub addrs: Vec<String>,
+}
+
+impl BootstrapProcess {
+    /// Starts `[wrapper...] confab-bootstrap --data-dir DIR --no-mdns --listen ADDR...` and waits
+    /// for one `listening` line per listen address.
+    pub fn spawn(data_dir: &Path, listen: &[&str], wrapper: Option<&[&str]>) -> Self {
+        let bin = bootstrap_binary();
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = Command::new(w[0]);
+                c.args(&w[1..]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.arg("--data-dir").arg(data_dir).arg("--no-mdns");
+        for l in listen {
+            cmd.args(["--listen", l]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start confab-bootstrap");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::sync_channel(64);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // One line per address of every interface the listeners bound; they come together.
+        let first = rx.recv_timeout(TIMEOUT).expect("a listening line");
+        let mut addrs = vec![first];
+        while addrs.len() < 64 {
+            match rx.recv_timeout(Duration::from_millis(300)) {
+                Ok(line) => addrs.push(line),
+                Err(_) => break,
+            }
+        }
+        let addrs = addrs
+            .into_iter()
+            .map(|l| {
+                l.strip_prefix("listening ")
+                    .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+                    .to_owned()
+            })
+            .collect();
+        Self { child, addrs }
+    }
+}
+
+impl Drop for BootstrapProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
