@@ -197,6 +197,12 @@ impl RpcProcess {
         (addr, me["peer_id"].as_str().unwrap().to_owned())
     }
 
+    /// Kills the process with SIGKILL (`kill -9`): no goodbye, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Closes stdin (EOF) and waits for a clean exit.
     pub fn close(mut self) -> ExitStatus {
         drop(self.stdin.take());
@@ -305,8 +311,18 @@ pub struct BootstrapProcess {
 
 impl BootstrapProcess {
     /// Starts `[wrapper...] confab-bootstrap --data-dir DIR --no-mdns --listen ADDR...` and waits
-    /// for one `listening` line per listen address.
+    /// for its `listening` lines.
     pub fn spawn(data_dir: &Path, listen: &[&str], wrapper: Option<&[&str]>) -> Self {
+        Self::spawn_with_mdns(data_dir, listen, wrapper, false)
+    }
+
+    /// Like [`Self::spawn`], with mDNS on when `mdns` (only ever inside a test's own namespace).
+    pub fn spawn_with_mdns(
+        data_dir: &Path,
+        listen: &[&str],
+        wrapper: Option<&[&str]>,
+        mdns: bool,
+    ) -> Self {
         let bin = bootstrap_binary();
         let mut cmd = match wrapper {
             Some(w) => {
@@ -316,7 +332,12 @@ impl BootstrapProcess {
             }
             None => Command::new(&bin),
         };
-        cmd.arg("--data-dir").arg(data_dir).arg("--no-mdns");
+        cmd.arg("--data-dir").arg(data_dir);
+        if mdns {
+            cmd.env_remove("CONFAB_NO_MDNS");
+        } else {
+            cmd.arg("--no-mdns");
+        }
         for l in listen {
             cmd.args(["--listen", l]);
         }
