@@ -443,6 +443,27 @@ fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
     })
 }
 
+/// How a message that arrived from `author` is stored.
+fn incoming_record(
+    conversation: Conversation,
+    author: &PeerId,
+    user: Option<String>,
+    message: &ChatMessage,
+) -> StoredMessage {
+    StoredMessage {
+        id: message.id,
+        conversation: conversation.to_string(),
+        from_peer: author.to_base58(),
+        from_user: user,
+        from_name: message.sender_name.clone(),
+        sent_at: message.sent_at,
+        text: message.text.clone(),
+        outgoing: false,
+        delivery: DeliveryState::Delivered,
+        seq: 0,
+    }
+}
+
 fn without_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     let mut addr = addr.clone();
     match addr.iter().last() {
@@ -1308,18 +1329,7 @@ impl EventLoop {
             return;
         }
         let user = self.certified_user(&peer, &message);
-        let record = StoredMessage {
-            id: message.id,
-            conversation: Conversation::peer(&peer).to_string(),
-            from_peer: peer.to_base58(),
-            from_user: user.clone(),
-            from_name: message.sender_name.clone(),
-            sent_at: message.sent_at,
-            text: message.text.clone(),
-            outgoing: false,
-            delivery: DeliveryState::Delivered,
-            seq: 0,
-        };
+        let record = incoming_record(Conversation::peer(&peer), &peer, user.clone(), &message);
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.insert_message(record, None).await;
@@ -1384,18 +1394,7 @@ impl EventLoop {
             return;
         }
         let user = self.certified_user(&author, &message);
-        let record = StoredMessage {
-            id: message.id,
-            conversation: Conversation::Broadcast.to_string(),
-            from_peer: author.to_base58(),
-            from_user: user.clone(),
-            from_name: message.sender_name.clone(),
-            sent_at: message.sent_at,
-            text: message.text.clone(),
-            outgoing: false,
-            delivery: DeliveryState::Delivered,
-            seq: 0,
-        };
+        let record = incoming_record(Conversation::Broadcast, &author, user.clone(), &message);
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.insert_message(record, None).await;
