@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use confab_protocol::ContentHash;
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, WriteTransaction,
+    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -175,7 +176,7 @@ impl Store {
         };
         let identity = store.write(|tx| {
             tx.create_tables()?;
-            let mut meta = tx.txn.open_table(META)?;
+            let mut meta = tx.w()?.open_table(META)?;
             let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
             Ok::<_, StoreError>(match stored {
                 Some(k) => k,
@@ -219,23 +220,27 @@ impl Store {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(Durability::Immediate)
             .map_err(StoreError::from)?;
-        let mut tx = Tx { txn };
+        let mut tx = Tx {
+            txn: Txn::Write(Box::new(txn)),
+        };
         let out = f(&mut tx)?;
-        tx.txn.commit().map_err(StoreError::from)?;
+        if let Txn::Write(txn) = tx.txn {
+            txn.commit().map_err(StoreError::from)?;
+        }
         Ok(out)
     }
 
-    /// Runs `f` on a consistent snapshot. (A write transaction is used for its API; it is dropped
-    /// without committing, so nothing changes.)
+    /// Runs `f` on a consistent snapshot (a read transaction: it never waits for writers, and
+    /// the write operations of [`Tx`] refuse in it).
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Tx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let mut tx = Tx { txn };
-        let out = f(&mut tx)?;
-        tx.txn.abort().map_err(StoreError::from)?;
-        Ok(out)
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let mut tx = Tx {
+            txn: Txn::Read(txn),
+        };
+        f(&mut tx)
     }
 
     /// The username a device is bound to. Uses a read transaction: never waits for writers.
@@ -256,33 +261,66 @@ impl Store {
     }
 }
 
-/// A write transaction with domain operations. Obtained from [`Store::write`] / [`Store::read`].
+/// A transaction with domain operations: a write transaction from [`Store::write`], or a
+/// read-only snapshot from [`Store::read`].
 pub struct Tx {
-    txn: WriteTransaction,
+    txn: Txn,
+}
+
+enum Txn {
+    Read(ReadTransaction),
+    Write(Box<WriteTransaction>),
+}
+
+/// Opens `$def` from either kind of transaction and evaluates `$body` with it as `$t` (the two
+/// table types differ, but both are `ReadableTable`).
+macro_rules! with_table {
+    ($tx:expr, $def:expr, |$t:ident| $body:expr) => {
+        match &$tx.txn {
+            Txn::Read(txn) => {
+                let $t = txn.open_table($def)?;
+                $body
+            }
+            Txn::Write(txn) => {
+                let $t = txn.open_table($def)?;
+                $body
+            }
+        }
+    };
 }
 
 impl Tx {
+    /// The write transaction, or an error in a read-only snapshot.
+    fn w(&self) -> Result<&WriteTransaction, StoreError> {
+        match &self.txn {
+            Txn::Write(txn) => Ok(txn),
+            Txn::Read(_) => Err(StoreError::Database(
+                "a write inside a read-only transaction".into(),
+            )),
+        }
+    }
+
     fn create_tables(&mut self) -> Result<(), StoreError> {
-        self.txn.open_table(META)?;
-        self.txn.open_table(USERS)?;
-        self.txn.open_table(DEVICE_USER)?;
-        self.txn.open_table(USER_DEVICES)?;
-        self.txn.open_table(RELATIONS)?;
-        self.txn.open_table(AVATARS)?;
-        self.txn.open_table(AVATAR_REFS)?;
+        self.w()?.open_table(META)?;
+        self.w()?.open_table(USERS)?;
+        self.w()?.open_table(DEVICE_USER)?;
+        self.w()?.open_table(USER_DEVICES)?;
+        self.w()?.open_table(RELATIONS)?;
+        self.w()?.open_table(AVATARS)?;
+        self.w()?.open_table(AVATAR_REFS)?;
         Ok(())
     }
 
     /// An account.
     pub fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        let table = self.txn.open_table(USERS)?;
-        let value = table.get(user)?.map(|v| v.value().to_vec());
+        let value: Option<Vec<u8>> =
+            with_table!(self, USERS, |t| t.get(user)?.map(|v| v.value().to_vec()));
         value.map(|v| from_cbor(&v)).transpose()
     }
 
     /// Creates or replaces an account record.
     pub fn put_user(&mut self, record: &UserRecord) -> Result<(), StoreError> {
-        self.txn
+        self.w()?
             .open_table(USERS)?
             .insert(record.user.as_str(), to_cbor(record)?.as_slice())?;
         Ok(())
@@ -290,12 +328,13 @@ impl Tx {
 
     /// Every username, sorted.
     pub fn usernames(&self) -> Result<Vec<String>, StoreError> {
-        let table = self.txn.open_table(USERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(entry?.0.value().to_owned());
-        }
-        Ok(out)
+        with_table!(self, USERS, |t| {
+            let mut out = Vec::new();
+            for entry in t.iter()? {
+                out.push(entry?.0.value().to_owned());
+            }
+            Ok(out)
+        })
     }
 
     /// Accounts matching `keep`, in username order, at most `limit`.
@@ -304,37 +343,39 @@ impl Tx {
         limit: usize,
         keep: impl Fn(&UserRecord) -> bool,
     ) -> Result<Vec<UserRecord>, StoreError> {
-        let table = self.txn.open_table(USERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let record: UserRecord = from_cbor(entry?.1.value())?;
-            if keep(&record) {
-                out.push(record);
-                if out.len() >= limit {
-                    break;
+        with_table!(self, USERS, |t| {
+            let mut out = Vec::new();
+            for entry in t.iter()? {
+                let record: UserRecord = from_cbor(entry?.1.value())?;
+                if keep(&record) {
+                    out.push(record);
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Deletes an account record only (see the accounts service for the rest).
     pub fn remove_user(&mut self, user: &str) -> Result<(), StoreError> {
-        self.txn.open_table(USERS)?.remove(user)?;
+        self.w()?.open_table(USERS)?.remove(user)?;
         Ok(())
     }
 
     /// The username a device is bound to.
     pub fn device_user(&self, device: &str) -> Result<Option<String>, StoreError> {
-        let table = self.txn.open_table(DEVICE_USER)?;
-        Ok(table.get(device)?.map(|v| v.value().to_owned()))
+        with_table!(self, DEVICE_USER, |t| Ok(t
+            .get(device)?
+            .map(|v| v.value().to_owned())))
     }
 
     /// Binds a device to a user (moving it from any previous user).
     pub fn bind_device(&mut self, device: &str, user: &str, now: u64) -> Result<(), StoreError> {
         self.unbind_device(device)?;
-        self.txn.open_table(DEVICE_USER)?.insert(device, user)?;
-        self.txn
+        self.w()?.open_table(DEVICE_USER)?.insert(device, user)?;
+        self.w()?
             .open_table(USER_DEVICES)?
             .insert((user, device), now)?;
         Ok(())
@@ -343,12 +384,12 @@ impl Tx {
     /// Unbinds a device; returns the user it was bound to.
     pub fn unbind_device(&mut self, device: &str) -> Result<Option<String>, StoreError> {
         let previous = self
-            .txn
+            .w()?
             .open_table(DEVICE_USER)?
             .remove(device)?
             .map(|v| v.value().to_owned());
         if let Some(user) = &previous {
-            self.txn
+            self.w()?
                 .open_table(USER_DEVICES)?
                 .remove((user.as_str(), device))?;
         }
@@ -357,25 +398,25 @@ impl Tx {
 
     /// The devices bound to a user.
     pub fn user_devices(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        let table = self.txn.open_table(USER_DEVICES)?;
-        let mut out = Vec::new();
-        for entry in table.range((user, "")..)? {
-            let (key, _) = entry?;
-            let (u, device) = key.value();
-            if u != user {
-                break;
+        with_table!(self, USER_DEVICES, |t| {
+            let mut out = Vec::new();
+            for entry in t.range((user, "")..)? {
+                let (key, _) = entry?;
+                let (u, device) = key.value();
+                if u != user {
+                    break;
+                }
+                out.push(device.to_owned());
             }
-            out.push(device.to_owned());
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// How `user` relates to `other`.
     pub fn relation(&self, user: &str, other: &str) -> Result<Relation, StoreError> {
-        let table = self.txn.open_table(RELATIONS)?;
-        Ok(table
+        with_table!(self, RELATIONS, |t| Ok(t
             .get((user, other))?
-            .map_or(Relation::None, |v| Relation::from_u8(v.value())))
+            .map_or(Relation::None, |v| Relation::from_u8(v.value()))))
     }
 
     /// Sets how `user` relates to `other`, and the mirror image on the other side.
@@ -385,7 +426,7 @@ impl Tx {
         other: &str,
         relation: Relation,
     ) -> Result<(), StoreError> {
-        let mut table = self.txn.open_table(RELATIONS)?;
+        let mut table = self.w()?.open_table(RELATIONS)?;
         if relation == Relation::None {
             table.remove((user, other))?;
             table.remove((other, user))?;
@@ -398,17 +439,18 @@ impl Tx {
 
     /// Everyone `user` relates to, with the relation.
     pub fn relations(&self, user: &str) -> Result<Vec<(String, Relation)>, StoreError> {
-        let table = self.txn.open_table(RELATIONS)?;
-        let mut out = Vec::new();
-        for entry in table.range((user, "")..)? {
-            let (key, value) = entry?;
-            let (u, other) = key.value();
-            if u != user {
-                break;
+        with_table!(self, RELATIONS, |t| {
+            let mut out = Vec::new();
+            for entry in t.range((user, "")..)? {
+                let (key, value) = entry?;
+                let (u, other) = key.value();
+                if u != user {
+                    break;
+                }
+                out.push((other.to_owned(), Relation::from_u8(value.value())));
             }
-            out.push((other.to_owned(), Relation::from_u8(value.value())));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Stores an avatar image (once per content) and counts one more user showing it.
@@ -418,7 +460,7 @@ impl Tx {
         mime: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let mut refs = self.txn.open_table(AVATAR_REFS)?;
+        let mut refs = self.w()?.open_table(AVATAR_REFS)?;
         let count = refs.get(hash.0.as_slice())?.map_or(0, |v| v.value());
         refs.insert(hash.0.as_slice(), count + 1)?;
         if count == 0 {
@@ -426,7 +468,7 @@ impl Tx {
                 mime: mime.to_owned(),
                 bytes: bytes.to_vec(),
             };
-            self.txn
+            self.w()?
                 .open_table(AVATARS)?
                 .insert(hash.0.as_slice(), to_cbor(&record)?.as_slice())?;
         }
@@ -435,11 +477,11 @@ impl Tx {
 
     /// One user fewer shows this avatar; the image goes when nobody does.
     pub fn release_avatar(&mut self, hash: ContentHash) -> Result<(), StoreError> {
-        let mut refs = self.txn.open_table(AVATAR_REFS)?;
+        let mut refs = self.w()?.open_table(AVATAR_REFS)?;
         let count = refs.get(hash.0.as_slice())?.map_or(0, |v| v.value());
         if count <= 1 {
             refs.remove(hash.0.as_slice())?;
-            self.txn.open_table(AVATARS)?.remove(hash.0.as_slice())?;
+            self.w()?.open_table(AVATARS)?.remove(hash.0.as_slice())?;
         } else {
             refs.insert(hash.0.as_slice(), count - 1)?;
         }
@@ -448,8 +490,9 @@ impl Tx {
 
     /// An avatar image: `(mime, bytes)`.
     pub fn avatar(&self, hash: ContentHash) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let table = self.txn.open_table(AVATARS)?;
-        let value = table.get(hash.0.as_slice())?.map(|v| v.value().to_vec());
+        let value: Option<Vec<u8>> = with_table!(self, AVATARS, |t| t
+            .get(hash.0.as_slice())?
+            .map(|v| v.value().to_vec()));
         match value {
             Some(v) => {
                 let record: AvatarRecord = from_cbor(&v)?;

@@ -1,14 +1,22 @@
 //! `confab`: the Confab node on the command line — an interactive chat, one-shot commands, and
 //! `confab rpc`, the JSON-RPC interface for scripts and bots (see `docs/rpc.md`).
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use confab_node::{Client, Config, Conversation, DeliveryState, Event, Message, rpc};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use confab_node::{
+    Client, Config, Conversation, DeliveryState, Event, FriendError, Friends, LoginError,
+    LogoutError, Message, PeerInfo, ProfileGetError, ProfileSetError, RegisterError, SearchError,
+    rpc,
+};
+use confab_protocol::bootstrap::normalize_username;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Parser)]
@@ -96,13 +104,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("confab: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The node is stopped by now. A chat left with Ctrl-C may still be blocked reading stdin (a
+    // read that cannot be cancelled): do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 fn config(cli: &Cli) -> Result<Config> {
@@ -255,113 +267,608 @@ const CHAT_HELP: &str = "\
 /dial MULTIADDR     connect to a peer by address
 /to ADDRESS         talk to peer:<peer id> (or a number from /peers) or broadcast
 /history [N]        the last N messages of the current conversation
-/quit               leave (Ctrl-D works too)
-anything else       is sent to the current conversation";
+/whoami             this device: peer id, name and account
+
+Accounts (kept by the bootstrap):
+/register USER      create an account and log in (asks for a password twice)
+/login USER         log in (asks for the password)
+/logout             log this device out
+/profile [USER]     your profile, or USER's
+/nick NAME          set your nickname
+/status [TEXT]      set your status line (without TEXT: clear it)
+/avatar PATH        set your avatar (a PNG, JPEG, GIF or WebP file)
+/search TEXT        find people by username or nickname
+/friends            your friends (● online, ○ offline) and pending requests
+/add USER           ask USER to be friends (accepts, if they asked you)
+/accept USER        accept USER's friend request
+/remove USER        end a friendship, or withdraw or decline a request
+
+/quit               leave (Ctrl-D and Ctrl-C work too)
+anything else       is sent to the current conversation
+
+Passwords are read from the terminal without echo; when the input is not a terminal, each is
+read from the next input line.";
+
+/// The chat's input: stdin, line by line.
+type Input = Lines<BufReader<tokio::io::Stdin>>;
+
+/// What the chat does after a command.
+enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The interactive chat: its state between commands.
+struct Chat<'a> {
+    client: &'a Client,
+    input: Input,
+    /// Whether stdin is a terminal: passwords are then read from it without echo; otherwise they
+    /// are the next input lines.
+    tty: bool,
+    /// Where plain lines go.
+    target: Conversation,
+    /// The last `/peers` list, for `/to N`.
+    last_peers: Vec<PeerInfo>,
+    own: OwnChanges,
+}
 
 async fn chat(client: &Client) -> Result<ExitCode> {
     let me = client.whoami().await?;
+    let account = match &me.user {
+        Some(user) => format!(", logged in as {user}"),
+        None => String::new(),
+    };
     println!(
-        "You are {} ({}). Type /help for commands; you are talking to everyone (broadcast).",
+        "You are {} ({}){account}. Type /help for commands; you are talking to everyone (broadcast).",
         me.name, me.peer_id
     );
-    let mut events = client.subscribe();
-    let printer = tokio::spawn(async move {
-        let mut names = std::collections::HashMap::new();
+    let own = OwnChanges::default();
+    let printer = tokio::spawn(print_events(client.subscribe(), own.clone()));
+    let mut chat = Chat {
+        client,
+        input: BufReader::new(tokio::io::stdin()).lines(),
+        tty: std::io::stdin().is_terminal(),
+        target: Conversation::Broadcast,
+        last_peers: Vec::new(),
+        own,
+    };
+    let outcome = chat.run().await;
+    printer.abort();
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Prints what happens while the chat runs, one `* ...` line each (messages as in `history`).
+async fn print_events(mut events: broadcast::Receiver<Event>, own: OwnChanges) {
+    let mut names = HashMap::new();
+    loop {
+        match events.recv().await {
+            Ok(Event::Message(m)) if !m.outgoing => print_message(&m),
+            Ok(Event::PeerDiscovered {
+                name,
+                source,
+                peer_id,
+            }) => {
+                println!("* {name} is here ({source}, peer:{peer_id})");
+                names.insert(peer_id, name);
+            }
+            Ok(Event::PeerLost { peer_id }) => {
+                let name = names
+                    .remove(&peer_id)
+                    .unwrap_or_else(|| format!("peer:{peer_id}"));
+                println!("* {name} left");
+            }
+            Ok(Event::Presence { user, online }) => {
+                println!("* {user} is {}", if online { "online" } else { "offline" });
+            }
+            Ok(Event::FriendRequest { from }) => {
+                println!("* {from} wants to be your friend — /accept {from}");
+            }
+            // Not the echo of this chat's own command.
+            Ok(Event::FriendAdded { user }) if !own.take(FriendChange::Added, &user) => {
+                println!("* you and {user} are now friends");
+            }
+            // Not the echo of this chat's own command.
+            Ok(Event::FriendRemoved { user }) if !own.take(FriendChange::Removed, &user) => {
+                println!("* {user} removed you");
+            }
+            Ok(Event::LoggedOut) => {
+                println!("* this device was logged out — /login USER to log in again");
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+            _ => {}
+        }
+    }
+}
+
+/// A change to a friendship, as the bootstrap reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FriendChange {
+    Added,
+    Removed,
+}
+
+/// Friend changes made by this chat's own commands. The bootstrap tells both sides of a change,
+/// this device included; the command has already said what happened, so the printer skips the
+/// echo (and prints "bob removed you" only when bob did).
+#[derive(Debug, Clone, Default)]
+struct OwnChanges(Arc<Mutex<Vec<(FriendChange, String, Instant)>>>);
+
+/// How long the echo of an own change is waited for; an event after that is printed after all.
+const OWN_CHANGE_ECHO_WAIT: Duration = Duration::from_secs(30);
+
+impl OwnChanges {
+    fn pending(&self) -> MutexGuard<'_, Vec<(FriendChange, String, Instant)>> {
+        let mut pending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|(_, _, at)| at.elapsed() < OWN_CHANGE_ECHO_WAIT);
+        pending
+    }
+
+    /// Runs `call`, which makes `change` to the friendship with `user`, so that its echo is not
+    /// printed. Registered before the call: the echo may overtake the answer.
+    async fn make<T, E>(
+        &self,
+        change: FriendChange,
+        user: &str,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.pending()
+            .push((change, user.to_owned(), Instant::now()));
+        let result = call.await;
+        if result.is_err() {
+            self.take(change, user);
+        }
+        result
+    }
+
+    /// Whether an event is the echo of an own change (which it then consumes).
+    fn take(&self, change: FriendChange, user: &str) -> bool {
+        let mut pending = self.pending();
+        match pending
+            .iter()
+            .position(|(c, u, _)| *c == change && u == user)
+        {
+            Some(i) => {
+                pending.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Where this user stands with another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relation {
+    Friends,
+    /// They asked this user.
+    Incoming,
+    /// This user asked them.
+    Outgoing,
+    Stranger,
+}
+
+impl Chat<'_> {
+    async fn run(&mut self) -> Result<()> {
+        // Ctrl-C leaves like /quit, so the node is shut down cleanly (and a password prompt gives
+        // the terminal its echo back first). Without a signal handler it is never ready.
+        let interrupted = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(interrupted);
         loop {
-            match events.recv().await {
-                Ok(Event::Message(m)) if !m.outgoing => print_message(&m),
-                Ok(Event::PeerDiscovered {
-                    name,
-                    source,
-                    peer_id,
-                }) => {
-                    println!("* {name} is here ({source}, peer:{peer_id})");
-                    names.insert(peer_id, name);
+            let read = tokio::select! {
+                read = self.input.next_line() => read,
+                () = &mut interrupted => return Ok(()),
+            };
+            let line = match read {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    println!("! skipped an input line that is not UTF-8");
+                    continue;
                 }
-                Ok(Event::PeerLost { peer_id }) => {
-                    let name = names
-                        .remove(&peer_id)
-                        .unwrap_or_else(|| format!("peer:{peer_id}"));
-                    println!("* {name} left");
-                }
-                Ok(Event::Presence { user, online }) => {
-                    println!(
-                        "* user:{user} is {}",
-                        if online { "online" } else { "offline" }
-                    )
-                }
-                Ok(Event::FriendRequest { from }) => println!("* user:{from} asks to be friends"),
-                Ok(Event::FriendAdded { user }) => println!("* user:{user} is now a friend"),
-                Ok(Event::FriendRemoved { user }) => {
-                    println!("* user:{user} is no longer a friend")
-                }
-                Ok(Event::LoggedOut) => println!("* this device was logged out"),
-                Err(broadcast::error::RecvError::Closed) => break,
-                _ => {}
+                Err(e) => return Err(e).context("reading the input"),
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let result = tokio::select! {
+                result = self.command(line) => result,
+                () = &mut interrupted => return Ok(()),
+            };
+            match result {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => return Ok(()),
+                Err(e) => println!("! {}", describe(&e)),
             }
         }
-    });
-    let mut target = Conversation::Broadcast;
-    let mut last_peers = Vec::new();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Flow> {
         let (cmd, arg) = line
             .split_once(' ')
             .map_or((line, ""), |(c, a)| (c, a.trim()));
-        let result: Result<()> = async {
-            match cmd {
-                "/help" => println!("{CHAT_HELP}"),
-                "/quit" | "/exit" => bail!("quit"),
-                "/peers" => {
-                    last_peers = client.peers().await?;
-                    if last_peers.is_empty() {
-                        println!("No one here yet — is the other device on the same network?");
+        let client = self.client;
+        match cmd {
+            "/help" => println!("{CHAT_HELP}"),
+            "/quit" | "/exit" => return Ok(Flow::Quit),
+            "/peers" => self.peers().await?,
+            "/dial" => println!("connected to peer:{}", client.dial(arg).await?),
+            "/to" => {
+                self.target = match arg.parse::<usize>() {
+                    Ok(n) if n >= 1 && n <= self.last_peers.len() => {
+                        Conversation::Peer(self.last_peers[n - 1].peer_id.clone())
                     }
-                    for (i, p) in last_peers.iter().enumerate() {
-                        let state = if p.connected { "online" } else { "offline" };
-                        println!(
-                            "{:>2}. {} ({state}, {}) peer:{}",
-                            i + 1,
-                            p.name.as_deref().unwrap_or("?"),
-                            p.source,
-                            p.peer_id
-                        );
-                    }
-                }
-                "/dial" => println!("connected to peer:{}", client.dial(arg).await?),
-                "/to" => {
-                    target = match arg.parse::<usize>() {
-                        Ok(n) if n >= 1 && n <= last_peers.len() => {
-                            Conversation::Peer(last_peers[n - 1].peer_id.clone())
-                        }
-                        _ => arg.parse()?,
-                    };
-                    println!("now talking to {target}");
-                }
-                "/history" => {
-                    let n = arg.parse().unwrap_or(20);
-                    for m in client.history(&target, n).await? {
-                        print_message(&m);
-                    }
-                }
-                c if c.starts_with('/') => println!("unknown command {c}; /help lists them"),
-                _ => {
-                    client.send(&target, line).await?;
+                    _ => arg.parse()?,
+                };
+                println!("now talking to {}", self.target);
+            }
+            "/history" => {
+                let n = arg.parse().unwrap_or(20);
+                for m in client.history(&self.target, n).await? {
+                    print_message(&m);
                 }
             }
-            Ok(())
+            "/whoami" => {
+                let me = client.whoami().await?;
+                println!("peer id: {}", me.peer_id);
+                println!("name:    {}", me.name);
+                println!(
+                    "user:    {}",
+                    me.user.as_deref().unwrap_or("(not logged in)")
+                );
+                for addr in me.listen_addrs {
+                    println!("listen:  {addr}");
+                }
+            }
+            "/register" => self.register(arg).await?,
+            "/login" => self.login(arg).await?,
+            "/logout" => {
+                client.logout().await.context("cannot log out")?;
+                println!("logged out");
+            }
+            "/profile" => self.profile(arg).await?,
+            "/nick" => {
+                if arg.is_empty() {
+                    bail!("usage: /nick NAME");
+                }
+                client
+                    .profile_set(Some(arg.to_owned()), None, None)
+                    .await
+                    .context("cannot set the nickname")?;
+                println!("nickname set to {arg}");
+            }
+            "/status" => {
+                client
+                    .profile_set(None, Some(arg.to_owned()), None)
+                    .await
+                    .context("cannot set the status line")?;
+                if arg.is_empty() {
+                    println!("status line cleared");
+                } else {
+                    println!("status line set to {arg}");
+                }
+            }
+            "/avatar" => {
+                if arg.is_empty() {
+                    bail!("usage: /avatar PATH");
+                }
+                let path = user_path(arg);
+                client
+                    .profile_set(None, None, Some(path.clone()))
+                    .await
+                    .context("cannot set the avatar")?;
+                println!("avatar set from {}", path.display());
+            }
+            "/search" => {
+                if arg.is_empty() {
+                    bail!("usage: /search TEXT");
+                }
+                let users = client.search_users(arg).await?;
+                if users.is_empty() {
+                    println!("nobody matches {arg:?}");
+                }
+                for u in users {
+                    println!("{} {}", dot(u.online), named(&u.user, &u.nickname));
+                }
+            }
+            "/friends" => self.friends().await?,
+            "/add" => self.add(arg).await?,
+            "/accept" => {
+                let user = username(arg, "/accept USER")?;
+                self.own
+                    .make(FriendChange::Added, &user, client.friend_accept(&user))
+                    .await
+                    .with_context(|| format!("cannot accept {user}"))?;
+                println!("you and {user} are now friends");
+            }
+            "/remove" => self.remove(arg).await?,
+            c if c.starts_with('/') => println!("unknown command {c}; /help lists them"),
+            _ => {
+                client.send(&self.target, line).await?;
+            }
         }
-        .await;
-        match result {
-            Err(e) if e.to_string() == "quit" => break,
-            Err(e) => println!("! {e:#}"),
-            Ok(()) => {}
+        Ok(Flow::Continue)
+    }
+
+    async fn peers(&mut self) -> Result<()> {
+        self.last_peers = self.client.peers().await?;
+        if self.last_peers.is_empty() {
+            println!("No one here yet — is the other device on the same network?");
+        }
+        for (i, p) in self.last_peers.iter().enumerate() {
+            let state = if p.connected { "online" } else { "offline" };
+            println!(
+                "{:>2}. {} ({state}, {}) peer:{}",
+                i + 1,
+                p.name.as_deref().unwrap_or("?"),
+                p.source,
+                p.peer_id
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads a password: from the terminal without echo, or else from the next input line.
+    async fn read_password(&mut self, prompt: &'static str) -> Result<String> {
+        if !self.tty {
+            return self
+                .input
+                .next_line()
+                .await
+                .context("cannot read the password")?
+                .context("no password: the input ended");
+        }
+        // rpassword reads /dev/tty with blocking calls.
+        let read = tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
+            .await
+            .context("the password prompt failed")?;
+        match read {
+            Ok(password) => Ok(password),
+            // Ctrl-C (which also ends the chat).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bail!("cancelled"),
+            // Ctrl-D, which leaves the prompt's line open.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                println!();
+                bail!("cancelled")
+            }
+            Err(e) => Err(e).context("cannot read the password from the terminal"),
         }
     }
-    printer.abort();
-    Ok(ExitCode::SUCCESS)
+
+    async fn register(&mut self, arg: &str) -> Result<()> {
+        // Without a terminal the passwords are the next input lines: they are read even after a
+        // bad command, so that they are never taken for commands or messages.
+        let user = match username(arg, "/register USER") {
+            Err(e) if self.tty => return Err(e),
+            user => user,
+        };
+        let password = self.read_password("New password: ").await?;
+        let again = self.read_password("Repeat the password: ").await?;
+        let user = user?;
+        if password.is_empty() {
+            bail!("no password given; no account was created");
+        }
+        if password != again {
+            bail!("the passwords differ; no account was created");
+        }
+        let user = self
+            .client
+            .register(&user, &password)
+            .await
+            .with_context(|| format!("cannot register {user}"))?;
+        println!("account {user} created; logged in as {user}");
+        Ok(())
+    }
+
+    async fn login(&mut self, arg: &str) -> Result<()> {
+        let user = match username(arg, "/login USER") {
+            Err(e) if self.tty => return Err(e),
+            user => user,
+        };
+        let password = self.read_password("Password: ").await?;
+        let user = user?;
+        if password.is_empty() {
+            bail!("no password given");
+        }
+        let user = self
+            .client
+            .login(&user, &password)
+            .await
+            .with_context(|| format!("cannot log in as {user}"))?;
+        println!("logged in as {user}");
+        Ok(())
+    }
+
+    async fn profile(&self, arg: &str) -> Result<()> {
+        let user = if arg.is_empty() {
+            match self.client.whoami().await?.user {
+                Some(user) => user,
+                None => bail!("not logged in — /login USER or /register USER first"),
+            }
+        } else {
+            arg.to_owned()
+        };
+        let p = self.client.profile_get(&user).await?;
+        println!("user:     {}", p.user);
+        println!("nickname: {}", p.nickname);
+        println!(
+            "status:   {}",
+            if p.signature.is_empty() {
+                "(none)"
+            } else {
+                &p.signature
+            }
+        );
+        match p.avatar_hash {
+            Some(hash) => println!("avatar:   {hash}"),
+            None => println!("avatar:   (none)"),
+        }
+        println!(
+            "online:   {} {}",
+            dot(p.online),
+            if p.online { "yes" } else { "no" }
+        );
+        Ok(())
+    }
+
+    async fn friends(&self) -> Result<()> {
+        let Friends {
+            mut friends,
+            incoming,
+            outgoing,
+        } = self.client.friends().await?;
+        if friends.is_empty() {
+            println!("no friends yet — /search TEXT finds people, /add USER asks them");
+        } else {
+            friends.sort_by(|a, b| (!a.online, &a.user).cmp(&(!b.online, &b.user)));
+            let online = friends.iter().filter(|f| f.online).count();
+            println!("friends ({online} of {} online):", friends.len());
+            for f in &friends {
+                let status = if f.signature.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", f.signature)
+                };
+                println!(
+                    "  {} {}{status}",
+                    dot(f.online),
+                    named(&f.user, &f.nickname)
+                );
+            }
+        }
+        if !incoming.is_empty() {
+            println!("asking to be your friend:");
+            for user in &incoming {
+                println!("  {user} — /accept {user} or /remove {user}");
+            }
+        }
+        if !outgoing.is_empty() {
+            println!("your requests, not answered yet:");
+            for user in &outgoing {
+                println!("  {user}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn relation(&self, user: &str) -> Result<Relation> {
+        let all = self.client.friends().await?;
+        Ok(if all.friends.iter().any(|f| f.user == user) {
+            Relation::Friends
+        } else if all.incoming.iter().any(|u| u == user) {
+            Relation::Incoming
+        } else if all.outgoing.iter().any(|u| u == user) {
+            Relation::Outgoing
+        } else {
+            Relation::Stranger
+        })
+    }
+
+    async fn add(&self, arg: &str) -> Result<()> {
+        let user = username(arg, "/add USER")?;
+        let context = || format!("cannot add {user}");
+        match self.relation(&user).await? {
+            Relation::Friends => println!("{user} is already your friend"),
+            // They asked first: adding them accepts.
+            Relation::Incoming => {
+                self.own
+                    .make(FriendChange::Added, &user, self.client.friend_add(&user))
+                    .await
+                    .with_context(context)?;
+                println!("you and {user} are now friends");
+            }
+            relation => {
+                self.client.friend_add(&user).await.with_context(context)?;
+                let again = if relation == Relation::Outgoing {
+                    " again"
+                } else {
+                    ""
+                };
+                println!("asked {user}{again} to be your friend");
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, arg: &str) -> Result<()> {
+        let user = username(arg, "/remove USER")?;
+        let done = match self.relation(&user).await? {
+            Relation::Friends => format!("you and {user} are no longer friends"),
+            Relation::Incoming => format!("declined {user}'s friend request"),
+            Relation::Outgoing => format!("withdrew your friend request to {user}"),
+            Relation::Stranger => {
+                println!("{user} is not your friend, and no request is pending between you");
+                return Ok(());
+            }
+        };
+        self.own
+            .make(
+                FriendChange::Removed,
+                &user,
+                self.client.friend_remove(&user),
+            )
+            .await
+            .with_context(|| format!("cannot remove {user}"))?;
+        println!("{done}");
+        Ok(())
+    }
+}
+
+/// A username argument in canonical form (`Bob` is `bob`).
+fn username(arg: &str, usage: &str) -> Result<String> {
+    if arg.is_empty() {
+        bail!("usage: {usage}");
+    }
+    normalize_username(arg).with_context(|| format!("invalid username {arg:?}"))
+}
+
+/// A path as typed: surrounding quotes (as terminals add when a file is dropped) are removed, and
+/// a leading `~/` is the home directory.
+fn user_path(arg: &str) -> PathBuf {
+    let arg = ['"', '\'']
+        .iter()
+        .find_map(|&q| arg.strip_prefix(q).and_then(|a| a.strip_suffix(q)))
+        .unwrap_or(arg);
+    if let Some(rest) = arg.strip_prefix("~/")
+        && let Some(dirs) = directories::BaseDirs::new()
+    {
+        return dirs.home_dir().join(rest);
+    }
+    PathBuf::from(arg)
+}
+
+fn dot(online: bool) -> &'static str {
+    if online { "●" } else { "○" }
+}
+
+/// `bob (Bob)`, or just `bob` when the nickname says nothing more.
+fn named(user: &str, nickname: &str) -> String {
+    if nickname.is_empty() || nickname.eq_ignore_ascii_case(user) {
+        user.to_owned()
+    } else {
+        format!("{user} ({nickname})")
+    }
+}
+
+/// An error for the chat, with a hint when the fix is a command away.
+fn describe(e: &anyhow::Error) -> String {
+    macro_rules! any_is {
+        ($variant:ident: $($ty:ident),+) => {
+            false $(|| matches!(e.downcast_ref::<$ty>(), Some($ty::$variant)))+
+        };
+    }
+    let hint = if any_is!(NotLoggedIn: ProfileSetError, ProfileGetError, SearchError, FriendError) {
+        " — /login USER or /register USER first"
+    } else if any_is!(NoBootstrap: RegisterError, LoginError, LogoutError, ProfileSetError,
+        ProfileGetError, SearchError, FriendError)
+    {
+        " — accounts need a bootstrap: start confab with --bootstrap MULTIADDR (or have one on the LAN)"
+    } else {
+        ""
+    };
+    format!("{e:#}{hint}")
 }
