@@ -573,7 +573,11 @@ impl EventLoop {
                     self.apply(effect);
                 }
             }
-            Done::DeviceFound { device, user } => self.device_online(device, user),
+            // The lookup took a moment: the device may have left meanwhile.
+            Done::DeviceFound { device, user } if self.swarm.is_connected(&device) => {
+                self.device_online(device, user)
+            }
+            Done::DeviceFound { .. } => {}
             Done::Push(notes) => {
                 for (device, note) in notes {
                     self.push(device, note);

@@ -149,6 +149,12 @@ fn server_config(cli: &Cli, file: FileConfig, mdns_off_by_env: bool) -> Result<C
 }
 
 fn serve(config: Config) -> Result<()> {
+    // One descriptor per connection: raise the soft limit to the hard one, or the server runs out
+    // long before `limits::MAX_CONNECTIONS`.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open-files limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

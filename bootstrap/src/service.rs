@@ -318,7 +318,7 @@ impl Service {
             .chain(source.map(ThrottleKey::Source))
             .collect();
         {
-            let throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             if let Some(wait) = keys.iter().filter_map(|k| throttle.wait(k, now)).max() {
                 return Err(Refusal {
@@ -330,6 +330,12 @@ impl Service {
                     retry_after_ms: Some(wait.as_millis() as u64 + 1),
                 });
             }
+            // Count the attempt as failed before checking it (under the same lock as the check),
+            // so that guesses made in parallel see each other: only the first few of a burst
+            // are ever hashed.
+            for k in &keys {
+                throttle.failed(k.clone(), now);
+            }
         }
         let stored = {
             let user = user.to_owned();
@@ -340,17 +346,26 @@ impl Service {
             || self.decoy_phc.as_str().to_owned(),
             |r| r.password_phc.clone(),
         );
-        let matches = self.hasher.verify(password, phc).await? && stored.is_some();
+        let verdict = self.hasher.verify(password, phc).await;
         let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        if matches {
-            throttle.succeeded(&keys[0]);
-            Ok(())
-        } else {
-            let now = Instant::now();
-            for k in keys {
-                throttle.failed(k, now);
+        match verdict {
+            Ok(true) if stored.is_some() => {
+                // The owner proved it: the account starts afresh; the address only gets this
+                // attempt back (others behind it may still be guessing).
+                throttle.succeeded(&keys[0]);
+                for k in &keys[1..] {
+                    throttle.forgive(k);
+                }
+                Ok(())
             }
-            Err(bad_credentials())
+            Ok(_) => Err(bad_credentials()),
+            Err(busy) => {
+                // Not checked at all: it does not count.
+                for k in &keys {
+                    throttle.forgive(k);
+                }
+                Err(busy.into())
+            }
         }
     }
 
@@ -802,6 +817,7 @@ fn hex_string(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::limits::THROTTLE_FREE_FAILURES;
     use confab_protocol::bootstrap::ErrorCode as E;
 
     async fn service() -> (Service, tempfile::TempDir, Keypair) {
@@ -952,8 +968,11 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // Only the first few guesses (plus what was already queued) were ever hashed.
-        assert!(throttled >= 900, "only {throttled} of 1000 were throttled");
+        // Only the free attempts plus the one that started the back-off were ever hashed.
+        assert!(
+            throttled >= 1000 - THROTTLE_FREE_FAILURES as usize - 1,
+            "only {throttled} of 1000 were throttled"
+        );
         // And now even the right password waits: the account is locked for a while.
         let out = s.handle(d, Some(source), login("carol", PW)).await;
         let BootstrapResponse::Error {

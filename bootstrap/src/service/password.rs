@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::PasswordHash;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64ct::{Base64Unpadded as B64, Encoding};
 use tokio::sync::Semaphore;
 
 use crate::config::limits::{
@@ -24,12 +25,21 @@ pub const ARGON2_PASSES: u32 = 2;
 /// Lanes.
 pub const ARGON2_LANES: u32 = 1;
 
-fn argon2() -> Argon2<'static> {
+fn params() -> Params {
     // The parameters are constants within argon2's ranges; `Params::new` cannot fail for them.
-    let params =
-        Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Params::new(
+        ARGON2_MEMORY_KIB,
+        ARGON2_PASSES,
+        ARGON2_LANES,
+        Some(HASH_BYTES),
+    )
+    .unwrap_or_default()
 }
+
+/// Length of the stored hash.
+const HASH_BYTES: usize = 32;
+/// Length of a fresh salt.
+const SALT_BYTES: usize = 16;
 
 /// The hasher is saturated; the caller should answer "try again later".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,17 +48,27 @@ pub struct Busy;
 
 /// Runs argon2 on blocking threads, at most [`MAX_CONCURRENT_HASHES`] at a time, with at most
 /// [`MAX_QUEUED_HASHES`] waiting: a login flood costs bounded memory and is refused beyond that.
+/// Each slot owns one preallocated 19 MiB buffer that every computation in that slot reuses, so
+/// memory does not depend on how many passwords were checked (a fresh allocation per hash lets the
+/// allocator's heap grow far beyond two buffers under a burst).
 #[derive(Debug)]
 pub struct Hasher {
     permits: Semaphore,
     queued: AtomicUsize,
+    buffers: std::sync::Mutex<Vec<Vec<Block>>>,
 }
 
 impl Default for Hasher {
     fn default() -> Self {
+        let blocks = params().block_count();
         Self {
             permits: Semaphore::new(MAX_CONCURRENT_HASHES),
             queued: AtomicUsize::new(0),
+            buffers: std::sync::Mutex::new(
+                (0..MAX_CONCURRENT_HASHES)
+                    .map(|_| vec![Block::new(); blocks])
+                    .collect(),
+            ),
         }
     }
 }
@@ -56,7 +76,7 @@ impl Default for Hasher {
 impl Hasher {
     async fn run<T: Send + 'static>(
         self: &Arc<Self>,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, Busy> {
         if self.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_HASHES {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -65,34 +85,92 @@ impl Hasher {
         let permit = self.permits.acquire().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let _permit = permit.map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(job).await.map_err(|_| Busy)
+        // A permit guarantees a free buffer: there are as many buffers as permits.
+        let mut buffer = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let out = job(&mut buffer);
+            this.buffers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(buffer);
+            out
+        })
+        .await;
+        result.map_err(|_| Busy)
     }
 
     /// A PHC string of `password` with a fresh salt.
     pub async fn hash(self: &Arc<Self>, password: String) -> Result<String, Busy> {
-        self.run(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .unwrap_or_default()
+        self.run(move |buffer| {
+            let mut salt = [0u8; SALT_BYTES];
+            OsRng.fill_bytes(&mut salt);
+            let params = params();
+            let mut out = [0u8; HASH_BYTES];
+            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            if argon2
+                .hash_password_into_with_memory(
+                    password.as_bytes(),
+                    &salt,
+                    &mut out,
+                    buffer.as_mut_slice(),
+                )
+                .is_err()
+            {
+                return String::new();
+            }
+            format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                B64::encode_string(&salt),
+                B64::encode_string(&out),
+            )
         })
         .await
     }
 
     /// Whether `password` matches `phc`. A malformed PHC string never matches.
     pub async fn verify(self: &Arc<Self>, password: String, phc: String) -> Result<bool, Busy> {
-        self.run(move || {
-            PasswordHash::new(&phc)
-                .map(|parsed| {
-                    argon2()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
+        self.run(move |buffer| verify_with(&password, &phc, buffer))
+            .await
     }
+}
+
+/// Checks `password` against a PHC string, computing in `buffer` (grown if the string asks for
+/// more memory than today's parameters, e.g. after the cost was raised and lowered again).
+fn verify_with(password: &str, phc: &str, buffer: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    if parsed.algorithm != argon2::ARGON2ID_IDENT || params.m_cost() > 4 * ARGON2_MEMORY_KIB {
+        return false;
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    if buffer.len() < params.block_count() {
+        buffer.resize(params.block_count(), Block::new());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    argon2
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, buffer.as_mut_slice())
+        .is_ok()
+        && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// Passwords nobody should use, whatever their length.
@@ -224,6 +302,23 @@ impl Throttle {
         }
     }
 
+    /// Takes back one failure of `key` (an attempt counted in advance that turned out fine or was
+    /// never checked); the back-off shrinks accordingly.
+    pub fn forgive(&mut self, key: &ThrottleKey) {
+        let Some(f) = self.entries.get_mut(key) else {
+            return;
+        };
+        f.count = f.count.saturating_sub(1);
+        if f.count == 0 {
+            self.entries.remove(key);
+        } else if f.count <= THROTTLE_FREE_FAILURES {
+            f.locked_until = f.last;
+        } else {
+            let exp = (f.count - THROTTLE_FREE_FAILURES - 1).min(20);
+            f.locked_until = f.last + Duration::from_secs(1u64 << exp).min(THROTTLE_MAX_LOCK);
+        }
+    }
+
     /// Forgets the failures of `key` (after a successful login).
     pub fn succeeded(&mut self, key: &ThrottleKey) {
         self.entries.remove(key);
@@ -314,5 +409,19 @@ mod tests {
         );
         assert!(!hasher.verify("wrong".into(), phc).await.unwrap());
         assert!(!hasher.verify("x".into(), "not a phc".into()).await.unwrap());
+        // Hashes written by argon2's own PHC hasher (same algorithm and parameters) verify too.
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        let standard = Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
+            .hash_password(b"another one", &salt)
+            .unwrap()
+            .to_string();
+        assert!(
+            hasher
+                .verify("another one".into(), standard.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("another two".into(), standard).await.unwrap());
     }
 }
