@@ -52,6 +52,12 @@ pub mod limits {
     /// After the first address of each listener, how long to wait for the rest of a wildcard
     /// listener's addresses (one per interface) before printing them.
     pub const LISTEN_SETTLE: Duration = Duration::from_millis(150);
+    /// Batched writes (mailbox deposits) waiting for the commit thread.
+    pub const COMMIT_QUEUE: usize = 4096;
+    /// Batched writes committed in one transaction at most.
+    pub const MAX_COMMIT_BATCH: usize = 512;
+    /// Entries one mailbox holds at most; a deposit beyond it is refused (`MailboxFull`).
+    pub const MAX_MAILBOX_ENTRIES: u64 = 100_000;
     /// Backup generations kept.
     pub const BACKUP_GENERATIONS: usize = 5;
     /// The shortest interval between periodic backups (shorter ones are raised to it).

@@ -8,19 +8,22 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use confab_protocol::ChatMessage;
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, Notification,
-    Profile, UserSummary, normalize_username,
+    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, MailboxEntry,
+    Notification, OfflineSummary, Profile, UserSummary, normalize_username,
 };
 use confab_protocol::limits::{
     MAX_FRIENDS, MAX_NAME_BYTES, MAX_SEARCH_RESULTS, MAX_SIGNATURE_BYTES,
 };
+use confab_protocol::limits::{MAX_SUMMARY_SENDERS, MAX_SYNC_PAGE, SYNC_PAGE_BYTES};
 use libp2p::{PeerId, identity::Keypair};
 
+use crate::config::limits::MAX_MAILBOX_ENTRIES;
 use crate::presence::Presence;
 use crate::store::{Relation, Store, StoreError, Tx, UserRecord};
-use password::{Hasher, Throttle, ThrottleKey};
+use password::{Checked, Hasher, Throttle, ThrottleKey};
 
 /// Something the event loop must do after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +235,9 @@ impl Service {
             BootstrapRequest::FriendAccept { user } => self.friend_accept(device, user).await,
             BootstrapRequest::FriendRemove { user } => self.friend_remove(device, user).await,
             BootstrapRequest::Friends => self.friends(device).await,
+            BootstrapRequest::Deposit { to, message } => self.deposit(device, to, message).await,
+            BootstrapRequest::Sync { after, limit } => self.sync(device, after, limit).await,
+            BootstrapRequest::Summary { after } => self.summary(device, after).await,
             _ => Err(Refusal::new(
                 ErrorCode::Invalid,
                 "this server does not know that request",
@@ -317,26 +323,36 @@ impl Service {
         let keys: Vec<ThrottleKey> = std::iter::once(ThrottleKey::Account(user.to_owned()))
             .chain(source.map(ThrottleKey::Source))
             .collect();
-        {
-            let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if let Some(wait) = keys.iter().filter_map(|k| throttle.wait(k, now)).max() {
-                return Err(Refusal {
-                    code: ErrorCode::Throttled,
-                    message: format!(
-                        "too many failed attempts; try again in {} s",
-                        wait.as_secs() + 1
-                    ),
-                    retry_after_ms: Some(wait.as_millis() as u64 + 1),
-                });
-            }
-            // Count the attempt as failed before checking it (under the same lock as the check),
-            // so that guesses made in parallel see each other: only the first few of a burst
-            // are ever hashed.
-            for k in &keys {
-                throttle.failed(k.clone(), now);
-            }
+        let started = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_begin(&keys, Instant::now());
+        if let Err(wait) = started {
+            return Err(Refusal {
+                code: ErrorCode::Throttled,
+                message: format!("too many attempts; try again in {} s", wait.as_secs() + 1),
+                retry_after_ms: Some(wait.as_millis() as u64 + 1),
+            });
         }
+        let verdict = self.verify_password(user, password).await;
+        let checked = match &verdict {
+            Ok(true) => Checked::Right,
+            Ok(false) => Checked::Wrong,
+            Err(_) => Checked::Unchecked,
+        };
+        self.throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(&keys, checked, Instant::now());
+        match verdict? {
+            true => Ok(()),
+            false => Err(bad_credentials()),
+        }
+    }
+
+    /// Whether `password` is `user`'s; an unknown user costs the same hash and is never right.
+    async fn verify_password(&self, user: &str, password: String) -> Result<bool, Refusal> {
         let stored = {
             let user = user.to_owned();
             self.blocking(move |s| s.read(|tx| Ok::<_, Refusal>(tx.user(&user)?)))
@@ -346,27 +362,8 @@ impl Service {
             || self.decoy_phc.as_str().to_owned(),
             |r| r.password_phc.clone(),
         );
-        let verdict = self.hasher.verify(password, phc).await;
-        let mut throttle = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        match verdict {
-            Ok(true) if stored.is_some() => {
-                // The owner proved it: the account starts afresh; the address only gets this
-                // attempt back (others behind it may still be guessing).
-                throttle.succeeded(&keys[0]);
-                for k in &keys[1..] {
-                    throttle.forgive(k);
-                }
-                Ok(())
-            }
-            Ok(_) => Err(bad_credentials()),
-            Err(busy) => {
-                // Not checked at all: it does not count.
-                for k in &keys {
-                    throttle.forgive(k);
-                }
-                Err(busy.into())
-            }
-        }
+        let matches = self.hasher.verify(password, phc).await?;
+        Ok(matches && stored.is_some())
     }
 
     async fn login(
@@ -713,6 +710,108 @@ impl Service {
         })
     }
 
+    // ---- mailboxes --------------------------------------------------------------------------
+
+    async fn deposit(
+        &self,
+        device: PeerId,
+        to: String,
+        message: ChatMessage,
+    ) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let to = normalize_username(&to).map_err(|_| unknown_user(&to))?;
+        let (author, receiver) = (me.clone(), to.clone());
+        let from_device = device.to_bytes();
+        let stored_at = now_ms();
+        let (seq, notify) = self
+            .store
+            .write_batched(move |tx| {
+                // Everything is decided before anything is written (the transaction is shared).
+                if let Some(seq) = tx.mailbox_seq_of(&author, &author, &message.id)? {
+                    return Ok::<_, Refusal>((seq, Vec::new()));
+                }
+                if tx.user(&receiver)?.is_none() {
+                    return Err(unknown_user(&receiver));
+                }
+                for owner in [&receiver, &author] {
+                    if tx.mailbox_len(owner)? >= MAX_MAILBOX_ENTRIES {
+                        return Err(Refusal::new(
+                            ErrorCode::MailboxFull,
+                            format!("the mailbox of {owner} is full"),
+                        ));
+                    }
+                }
+                let entry = |conversation: &str, outgoing: bool| MailboxEntry {
+                    seq: 0,
+                    conversation: format!("user:{conversation}"),
+                    from_user: author.clone(),
+                    from_device: from_device.clone(),
+                    outgoing,
+                    stored_at,
+                    message: message.clone(),
+                };
+                let mut notify = Vec::new();
+                if receiver != author {
+                    let seq = tx.mailbox_append(&receiver, entry(&author, false))?;
+                    notify.push((receiver.clone(), seq));
+                }
+                let seq = tx.mailbox_append(&author, entry(&receiver, true))?;
+                notify.push((author.clone(), seq));
+                Ok((seq, notify))
+            })
+            .await?;
+        let effects = notify
+            .into_iter()
+            .map(|(user, last_seq)| Effect::Notify {
+                user,
+                note: Notification::Mailbox { last_seq },
+            })
+            .collect();
+        Ok(Outcome {
+            response: BootstrapResponse::Deposited { seq },
+            effects,
+        })
+    }
+
+    async fn sync(&self, device: PeerId, after: u64, limit: u32) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let limit = limit.clamp(1, MAX_SYNC_PAGE) as usize;
+        let (entries, last_seq) = self
+            .blocking(move |s| {
+                s.read(|tx| {
+                    Ok::<_, Refusal>((
+                        tx.mailbox_page(&me, after, limit, SYNC_PAGE_BYTES)?,
+                        tx.mailbox_last_seq(&me)?,
+                    ))
+                })
+            })
+            .await?;
+        Ok(Outcome {
+            response: BootstrapResponse::Mailbox { entries, last_seq },
+            effects: Vec::new(),
+        })
+    }
+
+    async fn summary(&self, device: PeerId, after: u64) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let mut counts = self
+            .blocking(move |s| {
+                s.read(|tx| Ok::<_, Refusal>(tx.mailbox_incoming_counts(&me, after)?))
+            })
+            .await?;
+        // Most recent conversation first.
+        counts.sort_by_key(|c| std::cmp::Reverse(c.2));
+        let total = counts.iter().map(|c| c.1).fold(0u32, u32::saturating_add);
+        counts.truncate(MAX_SUMMARY_SENDERS);
+        Ok(Outcome {
+            response: BootstrapResponse::Summary(OfflineSummary {
+                senders: counts.into_iter().map(|(c, n, _)| (c, n)).collect(),
+                total,
+            }),
+            effects: Vec::new(),
+        })
+    }
+
     /// The friends of `user` (for presence fan-out).
     pub async fn friends_of(&self, user: String) -> Result<Vec<String>, StoreError> {
         let store = self.store.clone();
@@ -784,6 +883,7 @@ pub fn delete_user(tx: &mut Tx, user: &str) -> Result<(Vec<String>, Vec<String>)
     if let Some(hash) = record.and_then(|r| r.avatar) {
         tx.release_avatar(hash)?;
     }
+    tx.mailbox_clear(user)?;
     tx.remove_user(user)?;
     Ok((devices, others))
 }
@@ -973,7 +1073,31 @@ mod tests {
             throttled >= 1000 - THROTTLE_FREE_FAILURES as usize - 1,
             "only {throttled} of 1000 were throttled"
         );
-        // And now even the right password waits: the account is locked for a while.
+        // The burst did not lock the owner out: only two guesses were checked.
+        let out = s.handle(d, Some(source), login("carol", PW)).await;
+        assert!(
+            matches!(out.response, BootstrapResponse::Session { .. }),
+            "{out:?}"
+        );
+        // Guesses one after another, though, meet the growing back-off.
+        let mut locked = None;
+        for i in 0..=THROTTLE_FREE_FAILURES {
+            let out = s
+                .handle(
+                    PeerId::random(),
+                    Some(source),
+                    login("carol", &format!("seq {i}")),
+                )
+                .await;
+            if let BootstrapResponse::Error {
+                code: E::Throttled,
+                retry_after_ms,
+                ..
+            } = out.response
+            {
+                locked = retry_after_ms;
+            }
+        }
         let out = s.handle(d, Some(source), login("carol", PW)).await;
         let BootstrapResponse::Error {
             code: E::Throttled,
@@ -981,9 +1105,9 @@ mod tests {
             ..
         } = out.response
         else {
-            panic!("{out:?}")
+            panic!("{out:?} (locked: {locked:?})")
         };
-        assert!(ms > 0);
+        assert!(ms > 0 && ms <= 2_000, "{ms}");
     }
 
     #[tokio::test]
@@ -1149,5 +1273,168 @@ mod tests {
             code(&s.handle(a, None, BootstrapRequest::Session).await),
             Some(E::NotLoggedIn)
         );
+    }
+
+    #[tokio::test]
+    async fn mailboxes_store_once_in_order_and_summarise() {
+        let (s, _dir, _) = service().await;
+        let (alice, carol, bob) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for (d, u) in [(alice, "alice"), (carol, "carol"), (bob, "bob")] {
+            s.handle(d, None, reg(u, PW)).await;
+        }
+        let deposit = |to: &str, text: &str| BootstrapRequest::Deposit {
+            to: to.into(),
+            message: ChatMessage::text("n", text, 1),
+        };
+        // Bob is offline: alice sends 3, carol 1.
+        let mut first = None;
+        for text in ["a1", "a2", "a3"] {
+            let request = deposit("bob", text);
+            first.get_or_insert(request.clone());
+            let out = s.handle(alice, None, request).await;
+            assert!(
+                matches!(out.response, BootstrapResponse::Deposited { .. }),
+                "{out:?}"
+            );
+            assert!(out.effects.contains(&Effect::Notify {
+                user: "bob".into(),
+                note: Notification::Mailbox {
+                    last_seq: match text {
+                        "a1" => 1,
+                        "a2" => 2,
+                        _ => 3,
+                    }
+                },
+            }));
+        }
+        s.handle(carol, None, deposit("bob", "c1")).await;
+        // A retry of the same message (same id) is stored once and answered the same.
+        let again = s.handle(alice, None, first.clone().unwrap()).await;
+        assert_eq!(again.response, BootstrapResponse::Deposited { seq: 1 });
+        assert!(again.effects.is_empty());
+        // Unknown receivers and strangers are refused.
+        assert_eq!(
+            code(&s.handle(alice, None, deposit("nobody", "x")).await),
+            Some(E::UnknownUser)
+        );
+        assert_eq!(
+            code(&s.handle(PeerId::random(), None, deposit("bob", "x")).await),
+            Some(E::NotLoggedIn)
+        );
+
+        let out = s
+            .handle(bob, None, BootstrapRequest::Summary { after: 0 })
+            .await;
+        let BootstrapResponse::Summary(summary) = out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(summary.total, 4);
+        assert_eq!(
+            summary.senders,
+            vec![("user:carol".to_owned(), 1), ("user:alice".to_owned(), 3)]
+        );
+
+        // Pages of two, in order, and a device that is up to date gets nothing.
+        let mut after = 0;
+        let mut texts = Vec::new();
+        loop {
+            let out = s
+                .handle(bob, None, BootstrapRequest::Sync { after, limit: 2 })
+                .await;
+            let BootstrapResponse::Mailbox { entries, last_seq } = out.response else {
+                panic!()
+            };
+            assert_eq!(last_seq, 4);
+            if entries.is_empty() {
+                break;
+            }
+            assert!(entries.len() <= 2);
+            for e in entries {
+                assert_eq!(e.seq, after + 1, "contiguous, in order");
+                after = e.seq;
+                assert!(!e.outgoing);
+                texts.push((e.conversation, e.from_user, e.message.text.unwrap()));
+            }
+        }
+        assert_eq!(
+            texts,
+            [
+                ("user:alice".into(), "alice".into(), "a1".into()),
+                ("user:alice".into(), "alice".into(), "a2".into()),
+                ("user:alice".into(), "alice".into(), "a3".into()),
+                ("user:carol".into(), "carol".into(), "c1".into()),
+            ]
+        );
+        // The sender's own mailbox has its copies (for its other devices), marked outgoing.
+        let out = s
+            .handle(
+                alice,
+                None,
+                BootstrapRequest::Sync {
+                    after: 0,
+                    limit: 100,
+                },
+            )
+            .await;
+        let BootstrapResponse::Mailbox { entries, .. } = out.response else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 3);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.outgoing && e.conversation == "user:bob")
+        );
+        assert_eq!(
+            s.handle(alice, None, BootstrapRequest::Summary { after: 0 })
+                .await
+                .response,
+            BootstrapResponse::Summary(OfflineSummary::default())
+        );
+
+        // Deleting bob's account takes his mailbox with it.
+        s.handle(
+            bob,
+            None,
+            BootstrapRequest::DeleteAccount {
+                password: PW.into(),
+            },
+        )
+        .await;
+        assert_eq!(s.store().read(|tx| tx.mailbox_len("bob")).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_deposits_get_distinct_contiguous_sequence_numbers() {
+        let (s, _dir, _) = service().await;
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.handle(a, None, reg("ann", PW)).await;
+        s.handle(b, None, reg("ben", PW)).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let m = ChatMessage::text("ann", format!("m{i}"), 1);
+                s.handle(
+                    a,
+                    None,
+                    BootstrapRequest::Deposit {
+                        to: "ben".into(),
+                        message: m,
+                    },
+                )
+                .await
+            });
+        }
+        let mut seqs = Vec::new();
+        while let Some(out) = tasks.join_next().await {
+            let BootstrapResponse::Deposited { seq } = out.unwrap().response else {
+                panic!()
+            };
+            seqs.push(seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
+        assert_eq!(s.store().read(|tx| tx.mailbox_len("ben")).unwrap(), 300);
     }
 }

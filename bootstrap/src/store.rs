@@ -11,7 +11,8 @@ pub(crate) mod tables;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use confab_protocol::ContentHash;
+use confab_protocol::bootstrap::MailboxEntry;
+use confab_protocol::{ContentHash, MessageId};
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     WriteTransaction,
@@ -143,11 +144,61 @@ fn from_cbor<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
     cbor4ii::serde::from_slice(b).map_err(|e| StoreError::Corrupt(format!("{e:?}")))
 }
 
-/// The handle to the database. Cheap to clone; its methods block (call them off the event loop).
+/// The handle to the database. Cheap to clone; its methods block (call them off the event loop),
+/// except [`Store::write_batched`], which is async.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    committer: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// What a batched write job leaves for after the commit: the answer to send, given the commit's
+/// outcome.
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A batched write: runs inside the shared transaction.
+type Job = Box<dyn FnOnce(&mut Tx) -> Finish + Send>;
+
+/// The group-committing writer: takes every job waiting (up to `limits::MAX_COMMIT_BATCH`), runs
+/// them in one write transaction and commits once, so N messages cost one fsync, not N. It holds
+/// the database weakly: when the last `Store` goes, the database closes at once.
+fn run_committer(db: std::sync::Weak<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < crate::config::limits::MAX_COMMIT_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(db) = db.upgrade() else {
+            for job in batch {
+                drop(job);
+            }
+            return;
+        };
+        let outcome = (|| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            let mut tx = Tx {
+                txn: Txn::Write(Box::new(txn)),
+            };
+            let finishes: Vec<Finish> = batch.into_iter().map(|job| job(&mut tx)).collect();
+            let committed = match tx.txn {
+                Txn::Write(txn) => txn.commit().map_err(StoreError::from),
+                Txn::Read(_) => Ok(()),
+            };
+            Ok::<_, StoreError>((finishes, committed))
+        })();
+        match outcome {
+            Ok((finishes, committed)) => {
+                for finish in finishes {
+                    finish(committed.clone());
+                }
+            }
+            Err(e) => tracing::error!("batched write failed before running: {e}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -170,10 +221,7 @@ impl Store {
         // The file holds the server's private key and every password hash: owner only.
         restrict(data_dir, 0o700)?;
         restrict(&path, 0o600)?;
-        let store = Store {
-            db: Arc::new(db),
-            path,
-        };
+        let store = Store::wrap(db, path);
         let identity = store.write(|tx| {
             tx.create_tables()?;
             let mut meta = tx.w()?.open_table(META)?;
@@ -201,10 +249,53 @@ impl Store {
             DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
             other => StoreError::Database(format!("{}: {other}", path.display())),
         })?;
-        Ok(Store {
-            db: Arc::new(db),
+        Ok(Store::wrap(db, path))
+    }
+
+    fn wrap(db: Database, path: PathBuf) -> Store {
+        let db = Arc::new(db);
+        let (committer, jobs) = std::sync::mpsc::sync_channel(crate::config::limits::COMMIT_QUEUE);
+        let weak = Arc::downgrade(&db);
+        let spawned = std::thread::Builder::new()
+            .name("bootstrap-commit".into())
+            .spawn(move || run_committer(weak, jobs));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the commit thread: {e}");
+        }
+        Store {
+            db,
             path,
-        })
+            committer,
+        }
+    }
+
+    /// Runs `f` inside a write transaction shared with other concurrent callers, committed
+    /// durably once for all of them (group commit); returns `f`'s answer after that commit.
+    /// `f` must decide before it writes: an `Err` from it must leave nothing written, since the
+    /// transaction goes on for the others.
+    pub async fn write_batched<T, E>(
+        &self,
+        f: impl FnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx| {
+            let result = f(tx);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = reply.send(committed.map_err(E::from).and(result));
+            })
+        });
+        let committer = self.committer.clone();
+        tokio::task::spawn_blocking(move || committer.send(job))
+            .await
+            .map_err(|e| E::from(StoreError::Database(e.to_string())))?
+            .map_err(|_| E::from(StoreError::Database("the commit thread is gone".into())))?;
+        answer
+            .await
+            .map_err(|_| E::from(StoreError::Database("a batched write was dropped".into())))?
     }
 
     /// Where the database file is.
@@ -308,6 +399,8 @@ impl Tx {
         self.w()?.open_table(RELATIONS)?;
         self.w()?.open_table(AVATARS)?;
         self.w()?.open_table(AVATAR_REFS)?;
+        self.w()?.open_table(MAILBOX)?;
+        self.w()?.open_table(MAILBOX_IDS)?;
         Ok(())
     }
 
@@ -500,5 +593,148 @@ impl Tx {
             }
             None => Ok(None),
         }
+    }
+
+    /// The highest sequence number in `owner`'s mailbox (0 when empty).
+    pub fn mailbox_last_seq(&self, owner: &str) -> Result<u64, StoreError> {
+        with_table!(self, MAILBOX, |t| {
+            let last = t.range((owner, 0)..=(owner, u64::MAX))?.next_back();
+            Ok(match last {
+                Some(entry) => entry?.0.value().1,
+                None => 0,
+            })
+        })
+    }
+
+    /// How many entries `owner`'s mailbox holds (sequence numbers are contiguous: entries only
+    /// ever leave from the oldest end, or all at once).
+    pub fn mailbox_len(&self, owner: &str) -> Result<u64, StoreError> {
+        with_table!(self, MAILBOX, |t| {
+            let mut range = t.range((owner, 0)..=(owner, u64::MAX))?;
+            let first = match range.next() {
+                Some(entry) => entry?.0.value().1,
+                None => return Ok(0),
+            };
+            let last = match range.next_back() {
+                Some(entry) => entry?.0.value().1,
+                None => first,
+            };
+            Ok(last - first + 1)
+        })
+    }
+
+    /// The sequence number of a message already in `owner`'s mailbox, by author and id.
+    pub fn mailbox_seq_of(
+        &self,
+        owner: &str,
+        author: &str,
+        id: &MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        with_table!(self, MAILBOX_IDS, |t| Ok(t
+            .get((owner, author, id.as_bytes().as_slice()))?
+            .map(|v| v.value())))
+    }
+
+    /// Appends an entry to `owner`'s mailbox with the next sequence number, which it returns.
+    pub fn mailbox_append(
+        &mut self,
+        owner: &str,
+        mut entry: MailboxEntry,
+    ) -> Result<u64, StoreError> {
+        let seq = self.mailbox_last_seq(owner)? + 1;
+        entry.seq = seq;
+        let author = entry.from_user.clone();
+        let id = *entry.message.id.as_bytes();
+        self.w()?
+            .open_table(MAILBOX)?
+            .insert((owner, seq), to_cbor(&entry)?.as_slice())?;
+        self.w()?
+            .open_table(MAILBOX_IDS)?
+            .insert((owner, author.as_str(), id.as_slice()), seq)?;
+        Ok(seq)
+    }
+
+    /// `owner`'s entries after `after`, oldest first: at most `limit`, and no more than `max_bytes`
+    /// of encoded entries (always at least one, if there is one).
+    pub fn mailbox_page(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<MailboxEntry>, StoreError> {
+        with_table!(self, MAILBOX, |t| {
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for entry in t.range((owner, after.saturating_add(1))..=(owner, u64::MAX))? {
+                let (_, value) = entry?;
+                let raw = value.value();
+                if out.len() >= limit || (!out.is_empty() && bytes + raw.len() > max_bytes) {
+                    break;
+                }
+                bytes += raw.len();
+                out.push(from_cbor(raw)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Incoming entries of `owner` after `after`, counted per conversation:
+    /// `(conversation, count, newest seq)`.
+    pub fn mailbox_incoming_counts(
+        &self,
+        owner: &str,
+        after: u64,
+    ) -> Result<Vec<(String, u32, u64)>, StoreError> {
+        with_table!(self, MAILBOX, |t| {
+            let mut counts: std::collections::HashMap<String, (u32, u64)> =
+                std::collections::HashMap::new();
+            for entry in t.range((owner, after.saturating_add(1))..=(owner, u64::MAX))? {
+                let (key, value) = entry?;
+                let e: MailboxEntry = from_cbor(value.value())?;
+                if !e.outgoing {
+                    let c = counts.entry(e.conversation).or_insert((0, 0));
+                    c.0 = c.0.saturating_add(1);
+                    c.1 = key.value().1;
+                }
+            }
+            Ok(counts
+                .into_iter()
+                .map(|(k, (n, seq))| (k, n, seq))
+                .collect())
+        })
+    }
+
+    /// Removes `owner`'s whole mailbox (account deletion); the deduplication records go too.
+    pub fn mailbox_clear(&mut self, owner: &str) -> Result<(), StoreError> {
+        let seqs: Vec<u64> = with_table!(self, MAILBOX, |t| {
+            let mut seqs = Vec::new();
+            for entry in t.range((owner, 0)..=(owner, u64::MAX))? {
+                seqs.push(entry?.0.value().1);
+            }
+            Ok::<_, StoreError>(seqs)
+        })?;
+        let mut mailbox = self.w()?.open_table(MAILBOX)?;
+        for seq in seqs {
+            mailbox.remove((owner, seq))?;
+        }
+        drop(mailbox);
+        let keys: Vec<(String, Vec<u8>)> = with_table!(self, MAILBOX_IDS, |t| {
+            let mut keys = Vec::new();
+            for entry in t.range((owner, "", [].as_slice())..)? {
+                let (key, _) = entry?;
+                let (o, author, id) = key.value();
+                if o != owner {
+                    break;
+                }
+                keys.push((author.to_owned(), id.to_vec()));
+            }
+            Ok::<_, StoreError>(keys)
+        })?;
+        let mut ids = self.w()?.open_table(MAILBOX_IDS)?;
+        for (author, id) in keys {
+            ids.remove((owner, author.as_str(), id.as_slice()))?;
+        }
+        Ok(())
     }
 }

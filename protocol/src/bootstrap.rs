@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Wire;
 use crate::ids::ContentHash;
 use crate::limits::*;
+use crate::message::ChatMessage;
 
 /// The libp2p protocol name of requests to a bootstrap.
 pub const BOOTSTRAP_PROTOCOL: &str = "/confab/bootstrap/1";
@@ -92,6 +93,28 @@ pub enum BootstrapRequest {
     },
     /// Friends with their online state, and pending requests.
     Friends,
+    /// Stores a direct message for `to` (in `to`'s mailbox and in the author's own, for the
+    /// author's other devices). The author is the account of the requesting device. Answered only
+    /// after the commit; the same message id from the same author is stored once, and a retry gets
+    /// the same answer.
+    Deposit {
+        /// The receiver's username.
+        to: String,
+        /// The message (its `id` is the deduplication key).
+        message: ChatMessage,
+    },
+    /// This account's mailbox after sequence number `after`, oldest first, one page.
+    Sync {
+        /// The last sequence number this device has.
+        after: u64,
+        /// At most this many entries (the server may return fewer: pages are also bounded in bytes).
+        limit: u32,
+    },
+    /// Who sent how many to this account after sequence number `after`.
+    Summary {
+        /// The last sequence number this device has.
+        after: u64,
+    },
     /// A request kind this version does not know.
     #[serde(other)]
     Unknown,
@@ -202,6 +225,8 @@ pub enum ErrorCode {
     Invalid,
     /// Not allowed (e.g. befriending oneself, a full friends list).
     NotAllowed,
+    /// The receiver's mailbox is full; nothing was stored.
+    MailboxFull,
     /// The server failed; retry later.
     Internal,
     /// A code this version does not know.
@@ -241,6 +266,20 @@ pub enum BootstrapResponse {
         /// Users this user asked, not answered yet.
         outgoing: Vec<String>,
     },
+    /// A deposit is stored.
+    Deposited {
+        /// Its sequence number in the author's own mailbox.
+        seq: u64,
+    },
+    /// A page of the mailbox.
+    Mailbox {
+        /// Entries, in sequence order.
+        entries: Vec<MailboxEntry>,
+        /// The highest sequence number in the mailbox now (a device that has it is up to date).
+        last_seq: u64,
+    },
+    /// Who sent how many.
+    Summary(OfflineSummary),
     /// Refused.
     Error {
         /// Why (stable).
@@ -254,6 +293,36 @@ pub enum BootstrapResponse {
     /// A response kind this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// One message in a mailbox, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxEntry {
+    /// Its place in the owner's mailbox: assigned by the bootstrap in the storing transaction,
+    /// strictly increasing, never reused. The order of history on every device.
+    pub seq: u64,
+    /// The conversation as the owner sees it (`user:<the other party>`).
+    pub conversation: String,
+    /// The author's account.
+    pub from_user: String,
+    /// The author's device (peer id bytes), from the connection that deposited it.
+    #[serde(with = "serde_bytes")]
+    pub from_device: Vec<u8>,
+    /// Whether the owner wrote it (from this or another of their devices).
+    pub outgoing: bool,
+    /// When the bootstrap stored it (unix ms).
+    pub stored_at: u64,
+    /// The message as the author wrote it.
+    pub message: ChatMessage,
+}
+
+/// Who sent how many messages while a device was away.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OfflineSummary {
+    /// `(conversation, count)`, most recent conversation first.
+    pub senders: Vec<(String, u32)>,
+    /// All of them.
+    pub total: u32,
 }
 
 /// What a bootstrap pushes to a node.
@@ -285,6 +354,11 @@ pub enum Notification {
     },
     /// This device was logged out (from another device, or the account was deleted).
     LoggedOut,
+    /// The account's mailbox has new entries, up to `last_seq`: sync.
+    Mailbox {
+        /// The highest sequence number now.
+        last_seq: u64,
+    },
     /// A notification this version does not know.
     #[serde(other)]
     Unknown,
@@ -367,7 +441,17 @@ impl Wire for BootstrapRequest {
             | FriendAccept { user }
             | FriendRemove { user } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
             SearchUsers { query } => check_len("query", query.len(), MAX_QUERY_BYTES),
-            Session | Logout | AvatarGet { .. } | Friends | Unknown => Ok(()),
+            Deposit { to, message } => {
+                check_len("username", to.len(), MAX_USERNAME_CHARS * 4)?;
+                message.validate().map_err(|e| e.to_string())
+            }
+            Session
+            | Logout
+            | AvatarGet { .. }
+            | Friends
+            | Sync { .. }
+            | Summary { .. }
+            | Unknown => Ok(()),
         }
     }
 }

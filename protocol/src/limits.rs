@@ -35,3 +35,10 @@ pub const MAX_QUERY_BYTES: usize = 64;
 pub const MAX_SEARCH_RESULTS: usize = 50;
 /// Most friends (and pending requests) one account may have.
 pub const MAX_FRIENDS: usize = 1000;
+
+/// Most entries in one mailbox page.
+pub const MAX_SYNC_PAGE: u32 = 500;
+/// A mailbox page stops growing at this many encoded bytes (so it fits in a response).
+pub const SYNC_PAGE_BYTES: usize = 384 * 1024;
+/// Conversations listed in an offline summary at most.
+pub const MAX_SUMMARY_SENDERS: usize = 100;

@@ -274,9 +274,76 @@ struct Failures {
 #[derive(Debug, Default)]
 pub struct Throttle {
     entries: HashMap<ThrottleKey, Failures>,
+    /// Checks under way per key (bounded by the server's request cap).
+    in_flight: HashMap<ThrottleKey, u32>,
 }
 
+/// How a password check ended, for [`Throttle::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The password was right.
+    Right,
+    /// The password was wrong (or the user unknown).
+    Wrong,
+    /// It was never checked (the hasher was busy).
+    Unchecked,
+}
+
+/// Checks under way at once for one account: a person logs in from a couple of devices at a
+/// time; a burst of guesses gets this many, and the rest wait for the verdict on these.
+pub const MAX_CHECKS_PER_ACCOUNT: u32 = 2;
+/// Checks under way at once from one address (many people may share one address behind NAT).
+pub const MAX_CHECKS_PER_SOURCE: u32 = 16;
+
 impl Throttle {
+    /// Starts a check for `keys` (an account, and maybe a source): refused with the time to wait
+    /// while any key is locked by past failures or has too many checks under way already.
+    pub fn try_begin(&mut self, keys: &[ThrottleKey], now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = keys.iter().filter_map(|k| self.wait(k, now)).max() {
+            return Err(wait);
+        }
+        let full = keys.iter().any(|k| {
+            let cap = match k {
+                ThrottleKey::Account(_) => MAX_CHECKS_PER_ACCOUNT,
+                ThrottleKey::Source(_) => MAX_CHECKS_PER_SOURCE,
+            };
+            self.in_flight.get(k).is_some_and(|n| *n >= cap)
+        });
+        if full {
+            return Err(Duration::from_secs(1));
+        }
+        for k in keys {
+            *self.in_flight.entry(k.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends a check started with [`Throttle::try_begin`].
+    pub fn finish(&mut self, keys: &[ThrottleKey], checked: Checked, now: Instant) {
+        for k in keys {
+            if let Some(n) = self.in_flight.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.in_flight.remove(k);
+                }
+            }
+        }
+        match checked {
+            Checked::Wrong => {
+                for k in keys {
+                    self.failed(k.clone(), now);
+                }
+            }
+            Checked::Right => {
+                // The owner proved it; the address keeps its record (others may guess from it).
+                if let Some(account) = keys.iter().find(|k| matches!(k, ThrottleKey::Account(_))) {
+                    self.succeeded(account);
+                }
+            }
+            Checked::Unchecked => {}
+        }
+    }
+
     /// How long `key` must still wait, if at all.
     pub fn wait(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
         let f = self.entries.get(key)?;
@@ -299,23 +366,6 @@ impl Throttle {
             let exp = (f.count - THROTTLE_FREE_FAILURES - 1).min(20);
             let lock = Duration::from_secs(1u64 << exp).min(THROTTLE_MAX_LOCK);
             f.locked_until = now + lock;
-        }
-    }
-
-    /// Takes back one failure of `key` (an attempt counted in advance that turned out fine or was
-    /// never checked); the back-off shrinks accordingly.
-    pub fn forgive(&mut self, key: &ThrottleKey) {
-        let Some(f) = self.entries.get_mut(key) else {
-            return;
-        };
-        f.count = f.count.saturating_sub(1);
-        if f.count == 0 {
-            self.entries.remove(key);
-        } else if f.count <= THROTTLE_FREE_FAILURES {
-            f.locked_until = f.last;
-        } else {
-            let exp = (f.count - THROTTLE_FREE_FAILURES - 1).min(20);
-            f.locked_until = f.last + Duration::from_secs(1u64 << exp).min(THROTTLE_MAX_LOCK);
         }
     }
 
@@ -385,6 +435,7 @@ mod tests {
             t.failed(key.clone(), now);
         }
         assert_eq!(t.wait(&key, now), Some(THROTTLE_MAX_LOCK));
+        assert!(t.try_begin(std::slice::from_ref(&key), now).is_err());
         t.succeeded(&key);
         assert_eq!(t.wait(&key, now), None);
         for i in 0..(MAX_THROTTLE_ENTRIES + 10) {
@@ -394,6 +445,31 @@ mod tests {
             );
         }
         assert!(t.len() <= MAX_THROTTLE_ENTRIES);
+    }
+
+    #[test]
+    fn checks_under_way_are_capped_per_key() {
+        let mut t = Throttle::default();
+        let now = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let keys = [ThrottleKey::Account("ann".into()), ThrottleKey::Source(ip)];
+        for _ in 0..MAX_CHECKS_PER_ACCOUNT {
+            t.try_begin(&keys, now).unwrap();
+        }
+        assert_eq!(t.try_begin(&keys, now), Err(Duration::from_secs(1)));
+        // Other accounts from the same address go on, up to the address's own cap.
+        let other = [ThrottleKey::Account("ben".into()), ThrottleKey::Source(ip)];
+        t.try_begin(&other, now).unwrap();
+        t.finish(&keys, Checked::Right, now);
+        t.finish(&keys, Checked::Wrong, now);
+        t.finish(&other, Checked::Unchecked, now);
+        assert!(t.in_flight.is_empty());
+        assert_eq!(
+            t.wait(&keys[0], now),
+            None,
+            "the right password cleared the account"
+        );
+        t.try_begin(&keys, now).unwrap();
     }
 
     #[tokio::test]

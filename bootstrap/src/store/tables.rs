@@ -19,6 +19,12 @@ pub(crate) const RELATIONS: TableDefinition<(&str, &str), u8> =
 pub(crate) const AVATARS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("avatars_v1");
 /// `avatar hash -> number of users showing it`.
 pub(crate) const AVATAR_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("avatar_refs_v1");
+/// `(owner, seq) -> MailboxEntry` (CBOR): every direct message of an account, both directions,
+/// in the order the bootstrap stored them.
+pub(crate) const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mailbox_v1");
+/// `(owner, author, message id) -> seq`: deduplication, permanent (kept after the entry expires).
+pub(crate) const MAILBOX_IDS: TableDefinition<(&str, &str, &[u8]), u64> =
+    TableDefinition::new("mailbox_ids_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -46,5 +52,7 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(RELATIONS)?;
     visitor.visit(AVATARS)?;
     visitor.visit(AVATAR_REFS)?;
+    visitor.visit(MAILBOX)?;
+    visitor.visit(MAILBOX_IDS)?;
     Ok(())
 }
