@@ -349,17 +349,24 @@ async fn baseline_and_logins(binary: &std::path::Path, args: &Args) -> Result<Ve
 /// started or `--login-seconds` passed.
 async fn concurrent_logins(server: &Server, args: &Args) -> Result<Row> {
     let clients = connect_many(server, args.login_clients as usize, None).await?;
+    // One account per client, as when many people log in: the server caps the checks under way
+    // for one account (two at a time), so one account logged into from eight devices at once
+    // would measure the throttle, not the hashing.
+    let accounts: Vec<String> = (0..clients.len()).map(|i| format!("loginuser{i}")).collect();
+    for (client, user) in clients.iter().zip(&accounts) {
+        expect(client.request(register(user)).await?, is_session)?;
+    }
     let total = args.logins as usize;
     let tickets = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let stop_at = started + Duration::from_secs(args.login_seconds);
-    let workers = clients.iter().map(|client| {
+    let workers = clients.iter().zip(&accounts).map(|(client, user)| {
         let tickets = Arc::clone(&tickets);
         async move {
             let mut done = Vec::new();
             while tickets.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < stop_at {
                 let start = Instant::now();
-                let answer = client.request(login(USER, PASSWORD)).await;
+                let answer = client.request(login(user, PASSWORD)).await;
                 done.push((start.elapsed(), answer));
             }
             done
@@ -382,7 +389,7 @@ async fn concurrent_logins(server: &Server, args: &Args) -> Result<Row> {
     }
     let rate = latencies.len() as f64 / elapsed.as_secs_f64();
     let mut notes = format!(
-        "{} logins in {:.2} s by {} clients (distinct devices, one account)",
+        "{} logins in {:.2} s by {} clients (distinct devices, one account each)",
         latencies.len(),
         elapsed.as_secs_f64(),
         clients.len()
