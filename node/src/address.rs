@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use confab_protocol::bootstrap::normalize_username;
 use libp2p::PeerId;
 
 /// Where a message goes, or which conversation a message belongs to.
@@ -10,7 +11,8 @@ use libp2p::PeerId;
 pub enum Conversation {
     /// A direct conversation with one peer (by its peer id, base58).
     Peer(String),
-    /// A direct conversation with a user account (all of its devices).
+    /// A direct conversation with a user account (all of its devices), by canonical username
+    /// (parsing `user:Bob` gives `bob`).
     User(String),
     /// A group.
     Group(String),
@@ -74,7 +76,10 @@ impl FromStr for Conversation {
                 let id: PeerId = rest.parse().map_err(|_| err("not a peer id"))?;
                 Ok(Conversation::Peer(id.to_base58()))
             }
-            "user" => Ok(Conversation::User(rest.to_owned())),
+            // Usernames ignore case: `user:Bob` is `user:bob`.
+            "user" => normalize_username(rest)
+                .map(Conversation::User)
+                .map_err(|_| err("not a valid username")),
             "group" => Ok(Conversation::Group(rest.to_owned())),
             _ => Err(err("unknown address kind")),
         }
@@ -102,6 +107,10 @@ mod tests {
         ] {
             assert_eq!(text.parse::<Conversation>().unwrap().to_string(), text);
         }
+        assert_eq!(
+            "user:Bob".parse::<Conversation>().unwrap(),
+            Conversation::User("bob".into())
+        );
         for bad in [
             "",
             "peer:",
@@ -110,6 +119,8 @@ mod tests {
             "mars:x",
             "user:a b",
             "broadcast:x",
+            "user:a",
+            "user:-x-",
         ] {
             assert!(bad.parse::<Conversation>().is_err(), "{bad}");
         }

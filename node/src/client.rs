@@ -50,6 +50,9 @@ pub enum DeliveryState {
     Delivered,
     /// Read by the receiver.
     Read,
+    /// Will never be delivered: the bootstrap refused it for good (unknown receiver, full
+    /// mailbox). Final: no other state follows. Ordered last so no later state replaces it.
+    Failed,
 }
 
 impl DeliveryState {
@@ -60,7 +63,17 @@ impl DeliveryState {
             DeliveryState::Sent => "sent",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Read => "read",
+            DeliveryState::Failed => "failed",
         }
+    }
+
+    /// Whether the message got at least as far as the sender's side can tell (`Sent` or later,
+    /// but not `Failed`).
+    pub fn is_sent(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Sent | DeliveryState::Delivered | DeliveryState::Read
+        )
     }
 }
 
@@ -251,6 +264,12 @@ impl Client {
 
     /// Sends a text message. Returns once the message is durably stored locally; delivery is
     /// reported by [`Event::Delivery`]. A peer that cannot be reached now gets it when it can.
+    ///
+    /// To a user (`user:bob`, needs a session: [`SendError::NotLoggedIn`] otherwise) the message
+    /// goes to the bootstrap, which keeps it in bob's mailbox (and in this user's own, for their
+    /// other devices); it waits in a durable outbox until the bootstrap has stored it (`Sent`),
+    /// across restarts, retried with back-off. A refusal for good (unknown user, full mailbox)
+    /// makes it `Failed`.
     pub async fn send(&self, to: &Conversation, text: &str) -> Result<MessageId, SendError> {
         let (to, text) = (to.clone(), text.to_owned());
         self.ask(|reply| Command::Send { to, text, reply })
@@ -482,17 +501,24 @@ impl Client {
 
 /// Describes an answer of the wrong kind (a bootstrap bug or a newer protocol).
 fn unexpected(response: &BootstrapResponse) -> String {
-    let kind = match response {
+    format!("unexpected answer ({})", response_kind(response))
+}
+
+/// The kind of an answer, for messages and logs (never its content).
+pub(crate) fn response_kind(response: &BootstrapResponse) -> &'static str {
+    match response {
         BootstrapResponse::Session { .. } => "session",
         BootstrapResponse::Done => "done",
         BootstrapResponse::Profile(_) => "profile",
         BootstrapResponse::Avatar(_) => "avatar",
         BootstrapResponse::Users { .. } => "users",
         BootstrapResponse::Friends { .. } => "friends",
+        BootstrapResponse::Deposited { .. } => "deposited",
+        BootstrapResponse::Mailbox { .. } => "mailbox",
+        BootstrapResponse::Summary(_) => "summary",
         BootstrapResponse::Error { .. } => "error",
         _ => "unknown",
-    };
-    format!("unexpected answer ({kind})")
+    }
 }
 
 /// Reads an avatar file: at most [`MAX_AVATAR_BYTES`], and an image by its first bytes.

@@ -63,6 +63,18 @@ pub mod limits {
     pub const MAX_BOOTSTRAP_STREAMS: usize = 32;
     /// How often the event loop checks bootstrap redials and waiting requests.
     pub const BOOTSTRAP_TICK: Duration = Duration::from_millis(250);
+    /// Messages to users waiting to be deposited in a mailbox at most (they are on disk; this
+    /// bounds what is kept in memory); beyond it `send` to a user fails with "busy".
+    pub const MAX_PENDING_DEPOSITS: usize = 10_000;
+    /// Deposits on the wire at once (one per receiver, so each receiver's order is kept).
+    pub const MAX_DEPOSITS_IN_FLIGHT: usize = 16;
+    /// A failed deposit or mailbox sync is retried after this long; each further failure
+    /// doubles the wait. A new bootstrap session retries at once.
+    pub const MAILBOX_RETRY_MIN: Duration = Duration::from_secs(1);
+    /// Retries of deposits and syncs never wait longer than this.
+    pub const MAILBOX_RETRY_MAX: Duration = Duration::from_secs(60);
+    /// Entries asked for in one mailbox page (the bootstrap may send fewer).
+    pub const MAILBOX_PAGE: u32 = confab_protocol::limits::MAX_SYNC_PAGE;
 }
 
 /// How a node is set up. [`Config::new`] gives the defaults for a data dir.

@@ -100,12 +100,15 @@ pub enum SendError {
     /// The message breaks a protocol rule (empty, too long).
     #[error("invalid message: {0}")]
     Invalid(String),
-    /// The destination kind is not available in this version (e.g. `user:` before mailboxes).
+    /// The destination kind is not available in this version (e.g. `group:` before groups).
     #[error("sending to {0} is not available in this version")]
     Unsupported(String),
     /// Too many broadcasts are waiting for a first peer.
     #[error("{0} broadcasts are already waiting for a peer; try again later")]
     QueueFull(usize),
+    /// Too many messages to users are waiting for the bootstrap.
+    #[error("{0} messages are already waiting for the bootstrap; try again later")]
+    OutboxFull(usize),
     /// The message could not be stored locally, so it was not sent.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -2,6 +2,7 @@
 
 use confab_protocol::MessageId;
 
+use crate::address::Conversation;
 use crate::client::{DeliveryState, Message, PeerSource};
 
 /// Something happened. Subscribe with [`crate::Client::subscribe`].
@@ -58,4 +59,13 @@ pub enum Event {
     /// account was logged out from another device or deleted, or the bootstrap no longer knows
     /// the session. The local session is already forgotten.
     LoggedOut,
+    /// Who wrote to this user while this device was away, sent once its bootstrap session is
+    /// (re)established and before those messages arrive (as [`Event::Message`]s, oldest first).
+    /// Only when there is something: `total > 0`.
+    OfflineSummary {
+        /// `(conversation, count)`, most recent conversation first.
+        senders: Vec<(Conversation, u32)>,
+        /// Messages in all.
+        total: u32,
+    },
 }

@@ -3,10 +3,13 @@
 //! swarm) and comes back as [`StoreDone`].
 //!
 //! This file holds messaging and peers; the bootstrap side (connection upkeep, account requests,
-//! the session, notifications) is in `event_loop/accounts.rs`, and NAT traversal (relay
-//! reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in `event_loop/nat.rs`.
+//! the session, notifications) is in `event_loop/accounts.rs`, the account's mailbox (deposits of
+//! messages to users, offline catch-up, history from other devices) in `event_loop/mailbox.rs`,
+//! and NAT traversal (relay reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in
+//! `event_loop/nat.rs`.
 
 mod accounts;
+mod mailbox;
 mod nat;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -48,8 +51,9 @@ use crate::discovery::{Discovered, Discovery, Role};
 use crate::error::{CallError, DialError, QueryError, SendError, StartError, StoreError};
 use crate::event::Event;
 use crate::keep_alive;
+use crate::mailbox::Mailbox;
 use crate::net::{self, BootstrapCodec, DirectCodec, IDENTIFY_PROTOCOL, NotifyCodec};
-use crate::store::{Inserted, KnownPeer, Store, StoredMessage, StoredSession};
+use crate::store::{Inserted, KnownPeer, Outbox, Store, StoredMessage, StoredSession};
 
 /// Addresses remembered per peer at most.
 const MAX_ADDRS_PER_PEER: usize = 16;
@@ -151,9 +155,17 @@ enum StoreDone {
     /// A message this node sends is stored: answer the client, then put it on the wire.
     Outgoing {
         to: Conversation,
+        /// The account it is sent as (this device's when it was sent).
+        author: Option<String>,
         message: ChatMessage,
         reply: Reply<Result<MessageId, SendError>>,
         result: Result<Inserted, StoreError>,
+    },
+    /// A page of the account's mailbox is stored (or not) with the cursor `cursor`.
+    MailboxPage {
+        epoch: u64,
+        cursor: u64,
+        result: Result<Vec<(Inserted, StoredMessage)>, StoreError>,
     },
     /// A direct message from `peer` is stored (or not): acknowledge (or refuse).
     Inbound {
@@ -335,6 +347,27 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
 
     let session = opened.session.and_then(Session::from_stored);
 
+    // Messages to users still waiting for the bootstrap, in the order they were sent.
+    let mut mailbox = Mailbox::new(
+        session.as_ref().map(|s| s.user.clone()),
+        opened.mailbox_cursor.map(|c| (c.user, c.seq)),
+    );
+    let now = Instant::now();
+    for (to, record) in store.mailbox_outbox().await? {
+        let (Some(author), Some(text)) = (record.from_user, record.text) else {
+            tracing::warn!("skipping outbox entry {}: no author or text", record.id);
+            continue;
+        };
+        let message = ChatMessage {
+            id: record.id,
+            sent_at: record.sent_at,
+            sender_name: record.from_name,
+            text: Some(text),
+            author_cert: None,
+        };
+        mailbox.add_deposit(author, to, message, now);
+    }
+
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -359,6 +392,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         discovery_rx,
         bootstraps,
         session,
+        mailbox,
         calls: HashMap::new(),
         waiting_calls: VecDeque::new(),
         relay_listeners: HashMap::new(),
@@ -502,6 +536,8 @@ struct EventLoop {
     bootstraps: Bootstraps,
     /// The account this device is logged into.
     session: Option<Session>,
+    /// Deposits waiting for the bootstrap, and the mailbox sync.
+    mailbox: Mailbox,
     /// Requests to bootstraps on the wire.
     calls: HashMap<OutboundRequestId, accounts::PendingCall>,
     /// Requests waiting for a bootstrap connection.
@@ -668,7 +704,7 @@ impl EventLoop {
         text: String,
         reply: Reply<Result<MessageId, SendError>>,
     ) {
-        let outbox_peer = match &to {
+        let outbox = match &to {
             Conversation::Peer(_) => match to.peer_id() {
                 Some(p) if p == self.local_peer => {
                     let _ = reply.send(Err(SendError::Invalid(
@@ -676,7 +712,7 @@ impl EventLoop {
                     )));
                     return;
                 }
-                Some(p) => Some(p.to_base58()),
+                Some(p) => Some(Outbox::Peer(p.to_base58())),
                 None => {
                     let _ = reply.send(Err(SendError::Invalid(format!("bad peer address {to}"))));
                     return;
@@ -689,7 +725,14 @@ impl EventLoop {
                 }
                 None
             }
-            Conversation::User(_) | Conversation::Group(_) => {
+            Conversation::User(_) => match self.mailbox_target(&to) {
+                Ok(outbox) => Some(outbox),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
+            Conversation::Group(_) => {
                 let error = if self.session.is_some() {
                     SendError::Unsupported(to.to_string())
                 } else {
@@ -698,6 +741,11 @@ impl EventLoop {
                 let _ = reply.send(Err(error));
                 return;
             }
+        };
+        // The canonical receiver (`user:Bob` is `user:bob`).
+        let to = match &outbox {
+            Some(Outbox::Mailbox(user)) => Conversation::User(user.clone()),
+            _ => to,
         };
         let message = ChatMessage::text(self.name.clone(), text, now_ms());
         if let Err(e) = message.validate() {
@@ -716,11 +764,13 @@ impl EventLoop {
             delivery: DeliveryState::Pending,
             seq: 0,
         };
+        let author = record.from_user.clone();
         let store = self.store.clone();
         self.run_store_op(async move {
-            let result = store.insert_message(record, outbox_peer).await;
+            let result = store.insert_message(record, outbox).await;
             StoreDone::Outgoing {
                 to,
+                author,
                 message,
                 reply,
                 result,
@@ -734,6 +784,7 @@ impl EventLoop {
         match done {
             StoreDone::Outgoing {
                 to,
+                author,
                 message,
                 reply,
                 result,
@@ -748,7 +799,7 @@ impl EventLoop {
                     conversation: to.clone(),
                     from: Sender {
                         peer_id: self.local_peer.to_base58(),
-                        user: self.session.as_ref().map(|s| s.user.clone()),
+                        user: author.clone(),
                         name: self.name.clone(),
                     },
                     sent_at: message.sent_at,
@@ -759,14 +810,26 @@ impl EventLoop {
                     outgoing: true,
                     delivery: DeliveryState::Pending,
                 }));
-                match to.peer_id() {
-                    Some(peer) => {
+                match (&to, to.peer_id(), author) {
+                    (_, Some(peer), _) => {
                         self.outbox.entry(peer).or_default().push_back(message);
                         self.flush_outbox(peer);
                     }
-                    None => self.publish_broadcast(message),
+                    (Conversation::User(user), _, Some(author)) => {
+                        self.mailbox
+                            .add_deposit(author, user.clone(), message, Instant::now());
+                        self.drive_mailbox();
+                    }
+                    (Conversation::Broadcast, _, _) => self.publish_broadcast(message),
+                    // `handle_send` refuses everything else before storing.
+                    _ => tracing::error!("stored {} for {to} with nowhere to send it", message.id),
                 }
             }
+            StoreDone::MailboxPage {
+                epoch,
+                cursor,
+                result,
+            } => self.handle_mailbox_page_stored(epoch, cursor, result),
             StoreDone::Inbound {
                 peer,
                 user,

@@ -19,10 +19,15 @@
 //! - `bootstraps`: which bootstraps the node trusts and when to redial them (sans-IO, private).
 //! - `cert`: verification of the device certificates on incoming messages (private).
 //! - `keep_alive`: keeps idle connections to the bootstraps open (private).
+//! - `mailbox`: the account's mailbox on the bootstrap — deposits of messages to users, offline
+//!   catch-up, history from the account's other devices (sans-IO, private; performed by
+//!   `event_loop/mailbox.rs`).
 //!
 //! Accounts live on a bootstrap: [`Client::register`] / [`Client::login`] bind this device to a
 //! user and the session is kept in the data dir until [`Client::logout`]. Messages from a logged-in
 //! device carry its certificate, so receivers show `from.user` without asking the bootstrap.
+//! A message to a user (`user:bob`) is kept by the bootstrap in bob's mailbox and in the sender's
+//! own; every device of an account syncs that mailbox, so each shows the whole conversation.
 #![deny(missing_docs)]
 
 pub mod address;
@@ -35,6 +40,7 @@ pub mod error;
 pub mod event;
 mod event_loop;
 mod keep_alive;
+mod mailbox;
 pub mod net;
 pub mod rpc;
 mod store;

@@ -212,7 +212,7 @@ impl From<SendError> for RpcError {
             SendError::NotLoggedIn(_) => codes::NOT_LOGGED_IN,
             SendError::Unsupported(_) => codes::METHOD_NOT_FOUND,
             SendError::Invalid(_) => codes::INVALID_MESSAGE,
-            SendError::QueueFull(_) => codes::BUSY,
+            SendError::QueueFull(_) | SendError::OutboxFull(_) => codes::BUSY,
             SendError::Store(_) => codes::STORAGE,
             _ => codes::NODE_STOPPED,
         };
@@ -309,6 +309,21 @@ pub fn event_notification(event: &Event) -> Option<Value> {
         Event::FriendAdded { user } => ("friend_added", json!({ "user": user })),
         Event::FriendRemoved { user } => ("friend_removed", json!({ "user": user })),
         Event::LoggedOut => ("logged_out", json!({})),
+        Event::OfflineSummary { senders, total } => {
+            // An object keyed by conversation (the contract's form); a conversation listed twice
+            // adds up.
+            let mut by_conversation = serde_json::Map::new();
+            for (conversation, n) in senders {
+                let entry = by_conversation
+                    .entry(conversation.to_string())
+                    .or_insert(json!(0));
+                *entry = json!(entry.as_u64().unwrap_or(0) + u64::from(*n));
+            }
+            (
+                "offline_summary",
+                json!({"senders": by_conversation, "total": total}),
+            )
+        }
         _ => return None,
     };
     Some(json!({"jsonrpc": "2.0", "method": method, "params": params}))
@@ -751,6 +766,38 @@ mod tests {
         assert_eq!(
             event_notification(&Event::LoggedOut).unwrap()["method"],
             "logged_out"
+        );
+    }
+
+    #[test]
+    fn mailbox_events_become_notifications() {
+        let note = event_notification(&Event::OfflineSummary {
+            senders: vec![
+                (Conversation::User("alice".into()), 3),
+                (Conversation::User("carol".into()), 1),
+            ],
+            total: 4,
+        })
+        .unwrap();
+        assert_eq!(note["method"], "offline_summary");
+        assert_eq!(
+            note["params"],
+            json!({"senders": {"user:alice": 3, "user:carol": 1}, "total": 4})
+        );
+        let id = confab_protocol::MessageId::random();
+        let note = event_notification(&Event::Delivery {
+            id,
+            state: DeliveryState::Failed,
+        })
+        .unwrap();
+        assert_eq!(
+            note["params"],
+            json!({"id": id.to_string(), "state": "failed"})
+        );
+        assert_eq!(RpcError::from(SendError::OutboxFull(10)).code, codes::BUSY);
+        assert_eq!(
+            RpcError::from(SendError::NotLoggedIn("user:bob".into())).code,
+            codes::NOT_LOGGED_IN
         );
     }
 }

@@ -8,13 +8,18 @@
 //! the next durable commit or the flush at shutdown.
 //!
 //! Tables (the version is part of each name, so a format change is a new table):
-//! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number, and the
+//! - `meta_v1`: `&str -> bytes` — the node's key, display name, next sequence number, the
 //!   bootstrap session (`session`: CBOR of the user, its device certificate and the bootstrap's
-//!   peer id), so a device stays logged in across restarts until it logs out.
+//!   peer id), so a device stays logged in across restarts until it logs out, and how far this
+//!   device has synced its account's mailbox (`mailbox_cursor`: CBOR of the user and the last
+//!   mailbox sequence number stored here; written in the transaction that stores the page, and
+//!   forgotten with the session).
 //! - `messages_v1`: `author/message id -> record` (CBOR): deduplication and lookup. The author is
 //!   part of the key, so a peer that replays someone else's id cannot shadow their message.
 //! - `history_v1`: `(conversation, seq) -> message key`: each conversation in local order.
 //! - `outbox_v1`: `message key -> peer id`: direct messages not yet acknowledged.
+//! - `mailbox_outbox_v1`: `message key -> username`: messages to users not yet stored by the
+//!   bootstrap (written in the transaction that stores the message).
 //! - `peers_v1`: `peer id -> record` (CBOR): peers seen, their names and addresses.
 
 use std::path::{Path, PathBuf};
@@ -37,12 +42,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages_v1");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history_v1");
 const OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("outbox_v1");
+const MAILBOX_OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("mailbox_outbox_v1");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers_v1");
 
 const KEY_IDENTITY: &str = "identity";
 const KEY_NAME: &str = "name";
 const KEY_NEXT_SEQ: &str = "next_seq";
 const KEY_SESSION: &str = "session";
+const KEY_MAILBOX_CURSOR: &str = "mailbox_cursor";
 
 /// The file name of the store inside the data dir.
 pub(crate) const STORE_FILE: &str = "confab.redb";
@@ -93,6 +100,15 @@ pub(crate) struct StoredSession {
     pub bootstrap: String,
 }
 
+/// How far this device has synced an account's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MailboxCursor {
+    /// The account (a cursor of another account means nothing to this one).
+    pub user: String,
+    /// The highest mailbox sequence number whose page is stored here.
+    pub seq: u64,
+}
+
 /// What opening the store found.
 #[derive(Debug)]
 pub(crate) struct Opened {
@@ -101,6 +117,16 @@ pub(crate) struct Opened {
     pub name: Option<String>,
     pub peers: Vec<KnownPeer>,
     pub session: Option<StoredSession>,
+    pub mailbox_cursor: Option<MailboxCursor>,
+}
+
+/// Where a message this node sends waits until it is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outbox {
+    /// Until the peer (base58 peer id) acknowledges it.
+    Peer(String),
+    /// Until the bootstrap stores it in this user's mailbox.
+    Mailbox(String),
 }
 
 /// The result of inserting a message.
@@ -115,8 +141,19 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Request {
     InsertMessage {
         record: Box<StoredMessage>,
-        outbox_peer: Option<String>,
+        outbox: Option<Outbox>,
         reply: Reply<Inserted>,
+    },
+    StoreMailboxPage {
+        cursor: MailboxCursor,
+        records: Vec<StoredMessage>,
+        reply: Reply<Vec<(Inserted, StoredMessage)>>,
+    },
+    FinishDeposit {
+        author: String,
+        id: MessageId,
+        state: DeliveryState,
+        reply: Reply<()>,
     },
     SetDelivery {
         author: String,
@@ -144,6 +181,9 @@ enum Request {
     Outbox {
         reply: Reply<Vec<(String, StoredMessage)>>,
     },
+    MailboxOutbox {
+        reply: Reply<Vec<(String, StoredMessage)>>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -154,6 +194,8 @@ impl Request {
         matches!(
             self,
             Request::InsertMessage { .. }
+                | Request::StoreMailboxPage { .. }
+                | Request::FinishDeposit { .. }
                 | Request::SetDelivery { .. }
                 | Request::PutPeer { .. }
                 | Request::SetName { .. }
@@ -164,7 +206,10 @@ impl Request {
     fn needs_durability(&self) -> bool {
         matches!(
             self,
-            Request::InsertMessage { .. } | Request::SetName { .. } | Request::SetSession { .. }
+            Request::InsertMessage { .. }
+                | Request::StoreMailboxPage { .. }
+                | Request::SetName { .. }
+                | Request::SetSession { .. }
         )
     }
 }
@@ -179,12 +224,15 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Request::InsertMessage { .. } => "InsertMessage",
+            Request::StoreMailboxPage { .. } => "StoreMailboxPage",
+            Request::FinishDeposit { .. } => "FinishDeposit",
             Request::SetDelivery { .. } => "SetDelivery",
             Request::PutPeer { .. } => "PutPeer",
             Request::SetName { .. } => "SetName",
             Request::SetSession { .. } => "SetSession",
             Request::History { .. } => "History",
             Request::Outbox { .. } => "Outbox",
+            Request::MailboxOutbox { .. } => "MailboxOutbox",
             Request::Close { .. } => "Close",
         })
     }
@@ -225,16 +273,50 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stores a message durably, unless one with its id is already stored. With `outbox_peer`,
-    /// the message is also queued for delivery to that peer.
+    /// Stores a message durably, unless one with its id is already stored. With `outbox`, the
+    /// message is also queued (in the same transaction) until the peer or the bootstrap accepts
+    /// it.
     pub(crate) async fn insert_message(
         &self,
         record: StoredMessage,
-        outbox_peer: Option<String>,
+        outbox: Option<Outbox>,
     ) -> Result<Inserted, StoreError> {
         self.call(|reply| Request::InsertMessage {
             record: Box::new(record),
-            outbox_peer,
+            outbox,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores a page of the account's mailbox and moves its cursor, durably and in one
+    /// transaction. Each record goes through the usual deduplication; the answer says which
+    /// were new, in the page's order.
+    pub(crate) async fn store_mailbox_page(
+        &self,
+        cursor: MailboxCursor,
+        records: Vec<StoredMessage>,
+    ) -> Result<Vec<(Inserted, StoredMessage)>, StoreError> {
+        self.call(|reply| Request::StoreMailboxPage {
+            cursor,
+            records,
+            reply,
+        })
+        .await
+    }
+
+    /// A message to a user leaves the mailbox outbox: the bootstrap stored it (`Sent`) or
+    /// refused it for good (`Failed`). The delivery state never moves backwards.
+    pub(crate) async fn finish_deposit(
+        &self,
+        author: String,
+        id: MessageId,
+        state: DeliveryState,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::FinishDeposit {
+            author,
+            id,
+            state,
             reply,
         })
         .await
@@ -266,7 +348,8 @@ impl Store {
         self.call(|reply| Request::SetName { name, reply }).await
     }
 
-    /// Remembers (durably) the account this device is logged into, or forgets it with `None`.
+    /// Remembers (durably) the account this device is logged into, or forgets it with `None`
+    /// (and with it the mailbox cursor: the next login syncs the whole mailbox again).
     pub(crate) async fn set_session(
         &self,
         session: Option<StoredSession>,
@@ -297,6 +380,11 @@ impl Store {
         self.call(|reply| Request::Outbox { reply }).await
     }
 
+    /// Every message to a user not yet stored by the bootstrap, with its receiver, oldest first.
+    pub(crate) async fn mailbox_outbox(&self) -> Result<Vec<(String, StoredMessage)>, StoreError> {
+        self.call(|reply| Request::MailboxOutbox { reply }).await
+    }
+
     /// Makes everything durable and stops the actor.
     pub(crate) async fn close(&self) -> Result<(), StoreError> {
         self.call(|reply| Request::Close { reply }).await
@@ -314,6 +402,7 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
         txn.open_table(MESSAGES)?;
         txn.open_table(HISTORY)?;
         txn.open_table(OUTBOX)?;
+        txn.open_table(MAILBOX_OUTBOX)?;
         let peers_table = txn.open_table(PEERS)?;
         let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
         let identity = match stored {
@@ -336,6 +425,17 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             },
             None => None,
         };
+        let mailbox_cursor = match meta.get(KEY_MAILBOX_CURSOR)? {
+            Some(v) => match cbor4ii::serde::from_slice::<MailboxCursor>(v.value()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    // Harmless: the mailbox is synced again from the start, deduplicated.
+                    tracing::warn!("forgetting an unreadable mailbox cursor: {e:?}");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut peers = Vec::new();
         for entry in peers_table.iter()? {
             let (_, v) = entry?;
@@ -349,6 +449,7 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             name,
             peers,
             session,
+            mailbox_cursor,
         }
     };
     txn.commit()?;
@@ -370,6 +471,10 @@ struct Actor {
 /// The outcome of one write inside a batch, sent once the batch is committed.
 enum Done {
     Inserted(Reply<Inserted>, Inserted),
+    Page(
+        Reply<Vec<(Inserted, StoredMessage)>>,
+        Vec<(Inserted, StoredMessage)>,
+    ),
     Unit(Reply<()>),
 }
 
@@ -421,15 +526,37 @@ impl Actor {
                 match request {
                     Request::InsertMessage {
                         record,
-                        outbox_peer,
+                        outbox,
                         reply,
-                    } => match insert_message(&txn, *record, outbox_peer) {
+                    } => match insert_message(&txn, *record, outbox) {
                         Ok(outcome) => done.push(Done::Inserted(reply, outcome)),
                         Err(e) => {
                             let _ = reply.send(Err(e.clone()));
                             return Err(e);
                         }
                     },
+                    Request::StoreMailboxPage {
+                        cursor,
+                        records,
+                        reply,
+                    } => match store_mailbox_page(&txn, &cursor, records) {
+                        Ok(stored) => done.push(Done::Page(reply, stored)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    },
+                    Request::FinishDeposit {
+                        author,
+                        id,
+                        state,
+                        reply,
+                    } => {
+                        let key = message_key(&author, &id);
+                        raise_delivery(&txn, &key, state)?;
+                        txn.open_table(MAILBOX_OUTBOX)?.remove(key.as_slice())?;
+                        done.push(Done::Unit(reply));
+                    }
                     Request::SetDelivery {
                         author,
                         id,
@@ -456,12 +583,16 @@ impl Actor {
                             }
                             None => {
                                 meta.remove(KEY_SESSION)?;
+                                meta.remove(KEY_MAILBOX_CURSOR)?;
                             }
                         }
                         done.push(Done::Unit(reply));
                     }
                     // `run` partitions the batch: only writes reach this point.
-                    Request::History { .. } | Request::Outbox { .. } | Request::Close { .. } => {}
+                    Request::History { .. }
+                    | Request::Outbox { .. }
+                    | Request::MailboxOutbox { .. }
+                    | Request::Close { .. } => {}
                 }
             }
             txn.commit()?;
@@ -474,6 +605,9 @@ impl Actor {
                         Done::Inserted(reply, outcome) => {
                             let _ = reply.send(Ok(outcome));
                         }
+                        Done::Page(reply, stored) => {
+                            let _ = reply.send(Ok(stored));
+                        }
                         Done::Unit(reply) => {
                             let _ = reply.send(Ok(()));
                         }
@@ -485,6 +619,9 @@ impl Actor {
                 for d in done {
                     match d {
                         Done::Inserted(reply, _) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Done::Page(reply, _) => {
                             let _ = reply.send(Err(e.clone()));
                         }
                         Done::Unit(reply) => {
@@ -506,7 +643,10 @@ impl Actor {
                 let _ = reply.send(self.history(&conversation, limit));
             }
             Request::Outbox { reply } => {
-                let _ = reply.send(self.outbox());
+                let _ = reply.send(self.outbox(OUTBOX));
+            }
+            Request::MailboxOutbox { reply } => {
+                let _ = reply.send(self.outbox(MAILBOX_OUTBOX));
             }
             other => tracing::error!("store request {other:?} routed as a read"),
         }
@@ -531,9 +671,14 @@ impl Actor {
         Ok(out)
     }
 
-    fn outbox(&self) -> Result<Vec<(String, StoredMessage)>, StoreError> {
+    /// The messages in an outbox table with where each goes (a peer id or a username), oldest
+    /// first.
+    fn outbox(
+        &self,
+        table: TableDefinition<&[u8], &str>,
+    ) -> Result<Vec<(String, StoredMessage)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let outbox = txn.open_table(OUTBOX)?;
+        let outbox = txn.open_table(table)?;
         let messages = txn.open_table(MESSAGES)?;
         let mut out = Vec::new();
         for entry in outbox.iter()? {
@@ -559,7 +704,7 @@ impl Actor {
 fn insert_message(
     txn: &WriteTransaction,
     mut record: StoredMessage,
-    outbox_peer: Option<String>,
+    outbox: Option<Outbox>,
 ) -> Result<Inserted, StoreError> {
     let mut messages = txn.open_table(MESSAGES)?;
     let key = message_key(&record.from_peer, &record.id);
@@ -582,14 +727,46 @@ fn insert_message(
     messages.insert(key.as_slice(), to_cbor(&record)?.as_slice())?;
     txn.open_table(HISTORY)?
         .insert((record.conversation.as_str(), seq), key.as_slice())?;
-    if let Some(peer) = outbox_peer {
-        txn.open_table(OUTBOX)?
-            .insert(key.as_slice(), peer.as_str())?;
+    match outbox {
+        Some(Outbox::Peer(peer)) => {
+            txn.open_table(OUTBOX)?
+                .insert(key.as_slice(), peer.as_str())?;
+        }
+        Some(Outbox::Mailbox(user)) => {
+            txn.open_table(MAILBOX_OUTBOX)?
+                .insert(key.as_slice(), user.as_str())?;
+        }
+        None => {}
     }
     Ok(Inserted::New)
 }
 
-fn set_delivery(
+/// Inserts a mailbox page's records and moves the cursor. The cursor never moves backwards for
+/// the same user (a page stored late must not undo a later one).
+fn store_mailbox_page(
+    txn: &WriteTransaction,
+    cursor: &MailboxCursor,
+    records: Vec<StoredMessage>,
+) -> Result<Vec<(Inserted, StoredMessage)>, StoreError> {
+    let mut stored = Vec::with_capacity(records.len());
+    for record in records {
+        let outcome = insert_message(txn, record.clone(), None)?;
+        stored.push((outcome, record));
+    }
+    let mut meta = txn.open_table(META)?;
+    let current = match meta.get(KEY_MAILBOX_CURSOR)? {
+        Some(v) => from_cbor::<MailboxCursor>(v.value()).ok(),
+        None => None,
+    };
+    let behind = current.is_none_or(|c| c.user != cursor.user || c.seq < cursor.seq);
+    if behind {
+        meta.insert(KEY_MAILBOX_CURSOR, to_cbor(cursor)?.as_slice())?;
+    }
+    Ok(stored)
+}
+
+/// Raises a message's delivery state (never moving it backwards).
+fn raise_delivery(
     txn: &WriteTransaction,
     key: &[u8],
     state: DeliveryState,
@@ -606,6 +783,15 @@ fn set_delivery(
         };
         messages.insert(key, to_cbor(&updated)?.as_slice())?;
     }
+    Ok(())
+}
+
+fn set_delivery(
+    txn: &WriteTransaction,
+    key: &[u8],
+    state: DeliveryState,
+) -> Result<(), StoreError> {
+    raise_delivery(txn, key, state)?;
     if state >= DeliveryState::Sent {
         txn.open_table(OUTBOX)?.remove(key)?;
     }
@@ -670,7 +856,7 @@ mod tests {
         out.outgoing = true;
         out.delivery = DeliveryState::Pending;
         store
-            .insert_message(out.clone(), Some("a".into()))
+            .insert_message(out.clone(), Some(Outbox::Peer("a".into())))
             .await
             .unwrap();
         assert_eq!(store.outbox().await.unwrap().len(), 1);
@@ -726,6 +912,139 @@ mod tests {
 
         let (_store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
         assert_eq!(opened.session, None, "logged out for good");
+    }
+
+    #[tokio::test]
+    async fn the_mailbox_outbox_survives_a_reopen_until_the_deposit_is_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let mut records = Vec::new();
+        for text in ["one", "two", "three"] {
+            let mut out = record("user:bob", text);
+            out.from_peer = "me".into();
+            out.from_user = Some("alice".into());
+            out.outgoing = true;
+            out.delivery = DeliveryState::Pending;
+            let to = Outbox::Mailbox("bob".into());
+            store.insert_message(out.clone(), Some(to)).await.unwrap();
+            records.push(out);
+        }
+        // A direct message's outbox is another table.
+        assert!(store.outbox().await.unwrap().is_empty());
+        store.close().await.unwrap();
+        drop(store);
+
+        let (store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let waiting = store.mailbox_outbox().await.unwrap();
+        assert_eq!(
+            waiting
+                .iter()
+                .map(|(to, m)| (to.as_str(), m.text.as_deref().unwrap()))
+                .collect::<Vec<_>>(),
+            [("bob", "one"), ("bob", "two"), ("bob", "three")],
+            "in the order sent"
+        );
+        assert_eq!(waiting[0].1.from_user.as_deref(), Some("alice"));
+        store
+            .finish_deposit("me".into(), records[0].id, DeliveryState::Sent)
+            .await
+            .unwrap();
+        store
+            .finish_deposit("me".into(), records[1].id, DeliveryState::Failed)
+            .await
+            .unwrap();
+        // A late `Sent` never replaces `Failed`.
+        store
+            .finish_deposit("me".into(), records[1].id, DeliveryState::Sent)
+            .await
+            .unwrap();
+        let waiting = store.mailbox_outbox().await.unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].1.id, records[2].id);
+        let history = store.history("user:bob".into(), 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.delivery).collect::<Vec<_>>(),
+            [
+                DeliveryState::Sent,
+                DeliveryState::Failed,
+                DeliveryState::Pending
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn mailbox_pages_are_deduplicated_and_move_the_cursor_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.mailbox_cursor, None);
+        // Sent from this device: in the store and in the outbox (its ack was lost).
+        let mut own = record("user:bob", "mine");
+        own.from_peer = "me".into();
+        own.outgoing = true;
+        own.delivery = DeliveryState::Pending;
+        store
+            .insert_message(own.clone(), Some(Outbox::Mailbox("bob".into())))
+            .await
+            .unwrap();
+        // The mailbox has it (the deposit was stored, and retried), and bob's answer.
+        let mut mirrored = own.clone();
+        mirrored.delivery = DeliveryState::Sent;
+        let mut answer = record("user:bob", "theirs");
+        answer.from_peer = "bobs-phone".into();
+        let cursor = |seq| MailboxCursor {
+            user: "alice".into(),
+            seq,
+        };
+        let stored = store
+            .store_mailbox_page(cursor(2), vec![mirrored.clone(), answer.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [Inserted::Duplicate, Inserted::New]
+        );
+        // The same page again (a sync repeated after a crash): nothing new, shown once.
+        let stored = store
+            .store_mailbox_page(cursor(2), vec![mirrored, answer])
+            .await
+            .unwrap();
+        assert!(stored.iter().all(|(i, _)| *i == Inserted::Duplicate));
+        // A late page never moves the cursor back.
+        store.store_mailbox_page(cursor(1), vec![]).await.unwrap();
+        assert_eq!(
+            store
+                .history("user:bob".into(), 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.text.as_deref().unwrap())
+                .collect::<Vec<_>>(),
+            ["mine", "theirs"]
+        );
+        store.close().await.unwrap();
+        drop(store);
+
+        let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.mailbox_cursor, Some(cursor(2)));
+        // Another account's page replaces the cursor (it belongs to whoever is logged in).
+        let carol = MailboxCursor {
+            user: "carol".into(),
+            seq: 1,
+        };
+        store
+            .store_mailbox_page(carol.clone(), vec![])
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.mailbox_cursor, Some(carol));
+        // Logging out forgets it.
+        store.set_session(None).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let (_store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
+        assert_eq!(opened.mailbox_cursor, None);
     }
 
     #[tokio::test]

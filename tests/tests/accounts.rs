@@ -724,8 +724,15 @@ async fn the_rpc_interface_speaks_accounts_with_stable_codes() {
         rpc.code("friend_add", json!({"user": "dora"})).await,
         -32066
     );
+    // To one's own account: refused (to other users it goes to their mailbox, see mailbox.rs);
+    // groups are planned.
     assert_eq!(
         rpc.code("send", json!({"to": "user:dora", "text": "x"}))
+            .await,
+        -32012
+    );
+    assert_eq!(
+        rpc.code("send", json!({"to": "group:g1", "text": "x"}))
             .await,
         -32601
     );

@@ -352,7 +352,9 @@ async fn concurrent_logins(server: &Server, args: &Args) -> Result<Row> {
     // One account per client, as when many people log in: the server caps the checks under way
     // for one account (two at a time), so one account logged into from eight devices at once
     // would measure the throttle, not the hashing.
-    let accounts: Vec<String> = (0..clients.len()).map(|i| format!("loginuser{i}")).collect();
+    let accounts: Vec<String> = (0..clients.len())
+        .map(|i| format!("loginuser{i}"))
+        .collect();
     for (client, user) in clients.iter().zip(&accounts) {
         expect(client.request(register(user)).await?, is_session)?;
     }

@@ -207,24 +207,30 @@ async fn send(
     }
     let mut events = client.subscribe();
     let id = client.send(&to, text).await?;
-    let delivered = tokio::time::timeout(timeout, async {
+    let outcome = tokio::time::timeout(timeout, async {
         loop {
             match events.recv().await {
                 Ok(Event::Delivery { id: got, state })
-                    if got == id && state >= DeliveryState::Sent =>
+                    if got == id && (state.is_sent() || state == DeliveryState::Failed) =>
                 {
-                    return true;
+                    return Some(state);
                 }
-                Err(broadcast::error::RecvError::Closed) => return false,
+                Err(broadcast::error::RecvError::Closed) => return None,
                 _ => {}
             }
         }
     })
     .await
-    .unwrap_or(false);
-    if delivered {
+    .unwrap_or(None);
+    if outcome.is_some_and(DeliveryState::is_sent) {
         println!("{id} sent");
         Ok(ExitCode::SUCCESS)
+    } else if outcome == Some(DeliveryState::Failed) {
+        println!("{id} failed");
+        eprintln!(
+            "confab: the bootstrap refused the message for good (unknown user or full mailbox)"
+        );
+        Ok(ExitCode::FAILURE)
     } else {
         println!("{id} pending");
         eprintln!(
@@ -265,7 +271,7 @@ async fn history(client: &Client, with: &str, limit: usize) -> Result<ExitCode> 
 const CHAT_HELP: &str = "\
 /peers              who is around
 /dial MULTIADDR     connect to a peer by address
-/to ADDRESS         talk to peer:<peer id> (or a number from /peers) or broadcast
+/to ADDRESS         talk to peer:<peer id> (or a number from /peers), user:<name> or broadcast
 /history [N]        the last N messages of the current conversation
 /whoami             this device: peer id, name and account
 
@@ -323,7 +329,11 @@ async fn chat(client: &Client) -> Result<ExitCode> {
         me.name, me.peer_id
     );
     let own = OwnChanges::default();
-    let printer = tokio::spawn(print_events(client.subscribe(), own.clone()));
+    let printer = tokio::spawn(print_events(
+        client.subscribe(),
+        own.clone(),
+        client.peer_id().to_owned(),
+    ));
     let mut chat = Chat {
         client,
         input: BufReader::new(tokio::io::stdin()).lines(),
@@ -337,12 +347,27 @@ async fn chat(client: &Client) -> Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-/// Prints what happens while the chat runs, one `* ...` line each (messages as in `history`).
-async fn print_events(mut events: broadcast::Receiver<Event>, own: OwnChanges) {
+/// Prints what happens while the chat runs, one `* ...` line each (messages as in `history`;
+/// this device's own only when written on another device of the account).
+async fn print_events(mut events: broadcast::Receiver<Event>, own: OwnChanges, me: String) {
     let mut names = HashMap::new();
     loop {
         match events.recv().await {
-            Ok(Event::Message(m)) if !m.outgoing => print_message(&m),
+            Ok(Event::Message(m)) if !m.outgoing || m.from.peer_id != me => print_message(&m),
+            Ok(Event::OfflineSummary { senders, total }) => {
+                let who: Vec<String> = senders
+                    .iter()
+                    .map(|(conversation, n)| format!("{conversation} {n}"))
+                    .collect();
+                println!(
+                    "* while you were away: {total} messages ({})",
+                    who.join(", ")
+                );
+            }
+            Ok(Event::Delivery {
+                id,
+                state: DeliveryState::Failed,
+            }) => println!("* message {id} could not be delivered (unknown user or full mailbox)"),
             Ok(Event::PeerDiscovered {
                 name,
                 source,

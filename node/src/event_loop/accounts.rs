@@ -6,20 +6,32 @@
 //! the bootstrap connection comes up) starts or renews it; a successful logout or account deletion
 //! ends it; so does a `NotLoggedIn` answer or a `LoggedOut` push, which also emit
 //! [`Event::LoggedOut`]. Every change is written to the store before the request is answered.
+//! Each start or end of the session is also told to the mailbox (`event_loop/mailbox.rs`), which
+//! then catches up and resumes its deposits.
 
 use confab_protocol::Wire;
 use confab_protocol::bootstrap::ErrorCode;
 
+use super::mailbox::MailboxCall;
 use super::*;
 
 type CallReply = Reply<Result<BootstrapResponse, CallError>>;
+
+/// Who waits for the answer to a request to a bootstrap.
+pub(super) enum Caller {
+    /// A client.
+    Client(CallReply),
+    /// Nobody: the session refresh sent when a bootstrap connection comes up.
+    Refresh,
+    /// The mailbox (deposits, summary, sync).
+    Mailbox(MailboxCall),
+}
 
 /// A request to a bootstrap on the wire.
 pub(super) struct PendingCall {
     peer: PeerId,
     kind: CallKind,
-    /// `None` for the node's own requests (the session refresh).
-    reply: Option<CallReply>,
+    caller: Caller,
 }
 
 /// A request waiting for a bootstrap connection.
@@ -63,6 +75,18 @@ fn needs_session(request: &BootstrapRequest) -> bool {
     )
 }
 
+/// The client's reply with the answer it gets once the session change is stored (none for the
+/// node's own requests).
+fn client_reply(
+    caller: Caller,
+    response: BootstrapResponse,
+) -> Option<(CallReply, BootstrapResponse)> {
+    match caller {
+        Caller::Client(reply) => Some((reply, response)),
+        Caller::Refresh | Caller::Mailbox(_) => None,
+    }
+}
+
 impl EventLoop {
     // ---- requests ---------------------------------------------------------------------------
 
@@ -80,7 +104,7 @@ impl EventLoop {
             .bootstraps
             .target(self.session.as_ref().map(|s| &s.bootstrap));
         match target {
-            Some(peer) => self.send_call(peer, request, Some(reply)),
+            Some(peer) => self.send_call(peer, request, Caller::Client(reply)),
             // Nothing to wait for: no bootstrap configured and none can be found on the LAN.
             None if self.bootstraps.is_empty() && self.discovery.is_none() => {
                 let _ = reply.send(Err(CallError::NoBootstrap));
@@ -96,13 +120,12 @@ impl EventLoop {
         }
     }
 
-    fn send_call(&mut self, peer: PeerId, request: BootstrapRequest, reply: Option<CallReply>) {
+    pub(super) fn send_call(&mut self, peer: PeerId, request: BootstrapRequest, caller: Caller) {
         if self.calls.len() >= MAX_BOOTSTRAP_REQUESTS_IN_FLIGHT {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(CallError::Failed(
-                    "too many requests to the bootstrap in flight; retry later".into(),
-                )));
-            }
+            let busy = CallError::Failed(
+                "too many requests to the bootstrap in flight; retry later".into(),
+            );
+            self.answer(caller, Err(busy));
             return;
         }
         let kind = CallKind::of(&request);
@@ -111,7 +134,33 @@ impl EventLoop {
             .behaviour_mut()
             .bootstrap
             .send_request(&peer, request);
-        self.calls.insert(id, PendingCall { peer, kind, reply });
+        self.calls.insert(id, PendingCall { peer, kind, caller });
+    }
+
+    /// Gives an answer to whoever waits for it.
+    fn answer(&mut self, caller: Caller, result: Result<BootstrapResponse, CallError>) {
+        match caller {
+            Caller::Client(reply) => {
+                let _ = reply.send(result);
+            }
+            Caller::Refresh => {
+                tracing::debug!("session refresh: {result:?}");
+                // Lost or failed, not refused: a refusal (`NotLoggedIn`) has ended the session
+                // before this point. The bootstrap still knows this device, so the mailbox works
+                // on this connection anyway rather than wait for the next one.
+                let connected = self
+                    .session
+                    .as_ref()
+                    .filter(|s| self.bootstraps.target(Some(&s.bootstrap)).is_some())
+                    .map(|s| s.user.clone());
+                if result.is_err()
+                    && let Some(user) = connected
+                {
+                    self.mailbox.session_started(&user, Instant::now());
+                }
+            }
+            Caller::Mailbox(call) => self.handle_mailbox_answer(call, result),
+        }
     }
 
     /// Sends the requests that waited for a bootstrap connection, if one is up now.
@@ -121,7 +170,7 @@ impl EventLoop {
                 .bootstraps
                 .target(self.session.as_ref().map(|s| &s.bootstrap));
             match target {
-                Some(peer) => self.send_call(peer, call.request, Some(call.reply)),
+                Some(peer) => self.send_call(peer, call.request, Caller::Client(call.reply)),
                 None => self.waiting_calls.push_back(call),
             }
         }
@@ -155,6 +204,8 @@ impl EventLoop {
             // Outbound only: nobody can send this node a bootstrap request.
             other => tracing::trace!("bootstrap protocol: {other:?}"),
         }
+        // An answer may have started a session or settled mailbox work: send what is due now.
+        self.drive_mailbox();
     }
 
     fn complete_call(
@@ -165,16 +216,9 @@ impl EventLoop {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
-        let answer =
-            |reply: Option<CallReply>, result: Result<BootstrapResponse, CallError>| match reply {
-                Some(reply) => {
-                    let _ = reply.send(result);
-                }
-                None => tracing::debug!("session refresh: {result:?}"),
-            };
         let response = match result {
             Ok(response) => response,
-            Err(e) => return answer(call.reply, Err(e)),
+            Err(e) => return self.answer(call.caller, Err(e)),
         };
         match response {
             BootstrapResponse::Session { user, cert } if call.kind == CallKind::StartsSession => {
@@ -184,8 +228,8 @@ impl EventLoop {
                         "bootstrap {} sent an unusable certificate: {verified:?}",
                         call.peer
                     );
-                    return answer(
-                        call.reply,
+                    return self.answer(
+                        call.caller,
                         Err(CallError::Failed(
                             "the bootstrap sent an invalid certificate".into(),
                         )),
@@ -200,10 +244,10 @@ impl EventLoop {
                     user: session.user.clone(),
                     cert: session.cert.clone(),
                 };
-                self.start_session(session, call.reply.map(|r| (r, response)));
+                self.start_session(session, client_reply(call.caller, response));
             }
             BootstrapResponse::Done if call.kind == CallKind::EndsSession => {
-                self.end_session(false, call.reply.map(|r| (r, BootstrapResponse::Done)));
+                self.end_session(false, client_reply(call.caller, BootstrapResponse::Done));
             }
             BootstrapResponse::Error {
                 code: ErrorCode::NotLoggedIn,
@@ -212,21 +256,21 @@ impl EventLoop {
                 // The bootstrap is the authority: its "not logged in" ends the local session. Only
                 // a surprise is an event (not the answer to this device's own logout).
                 self.end_session(call.kind != CallKind::EndsSession, None);
-                answer(call.reply, Err(CallError::NotLoggedIn));
+                self.answer(call.caller, Err(CallError::NotLoggedIn));
             }
             BootstrapResponse::Error {
                 code,
                 message,
                 retry_after_ms,
-            } => answer(
-                call.reply,
+            } => self.answer(
+                call.caller,
                 Err(CallError::Refused {
                     code,
                     message,
                     retry_after_ms,
                 }),
             ),
-            other => answer(call.reply, Ok(other)),
+            other => self.answer(call.caller, Ok(other)),
         }
     }
 
@@ -238,6 +282,7 @@ impl EventLoop {
             tracing::info!("logged in as {}", session.user);
         }
         let stored = session.to_stored();
+        self.mailbox.session_started(&session.user, Instant::now());
         self.session = Some(session);
         let store = self.store.clone();
         self.run_store_op(async move {
@@ -258,6 +303,7 @@ impl EventLoop {
     /// [`Event::LoggedOut`]. `answer` is sent once the store has forgotten it.
     fn end_session(&mut self, emit: bool, answer: Option<(CallReply, BootstrapResponse)>) {
         let had = self.session.take().is_some();
+        self.mailbox.session_ended();
         if had {
             tracing::info!("logged out");
             if emit {
@@ -287,6 +333,7 @@ impl EventLoop {
     /// Dials the bootstraps whose redial time has come, and fails requests that waited too long.
     pub(super) fn handle_bootstrap_tick(&mut self) {
         self.dial_due_bootstraps();
+        self.drive_mailbox();
         let now = Instant::now();
         while self
             .waiting_calls
@@ -338,7 +385,7 @@ impl EventLoop {
             .as_ref()
             .is_some_and(|s| s.bootstrap == peer || !self.bootstraps.trusts(&s.bootstrap));
         if refresh {
-            self.send_call(peer, BootstrapRequest::Session, None);
+            self.send_call(peer, BootstrapRequest::Session, Caller::Refresh);
         }
         self.reserve_relay(peer);
         self.dispatch_waiting_calls();
@@ -348,6 +395,14 @@ impl EventLoop {
     pub(super) fn handle_bootstrap_down(&mut self, peer: PeerId) {
         tracing::info!("lost the connection to bootstrap {peer}");
         self.release_relay(peer);
+        if self
+            .bootstraps
+            .target(self.session.as_ref().map(|s| &s.bootstrap))
+            .is_none()
+        {
+            // Until the next session refresh on a new connection.
+            self.mailbox.offline();
+        }
     }
 
     // ---- pushes from the bootstrap ----------------------------------------------------------
@@ -392,6 +447,10 @@ impl EventLoop {
             Notification::FriendAdded { user } => self.emit(Event::FriendAdded { user }),
             Notification::FriendRemoved { user } => self.emit(Event::FriendRemoved { user }),
             Notification::LoggedOut => self.end_session(true, None),
+            Notification::Mailbox { last_seq } => {
+                self.mailbox.notified(last_seq);
+                self.drive_mailbox();
+            }
             other => tracing::debug!("ignoring an unknown notification: {other:?}"),
         }
     }

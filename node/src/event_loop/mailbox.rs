@@ -1,0 +1,354 @@
+//! The mailbox in the event loop: performs what [`crate::mailbox::Mailbox`] decides.
+//!
+//! - A message to `user:bob` is stored with an entry in the mailbox outbox (one transaction, see
+//!   `handle_send`), then deposited on the bootstrap as its author; `Deposited` makes it `Sent`
+//!   and takes it out of the outbox; a refusal for good (unknown user, full mailbox, invalid)
+//!   makes it `Failed`; anything else is retried.
+//! - Catch-up: the summary becomes [`Event::OfflineSummary`]; each page of the mailbox is stored
+//!   with the new cursor in one transaction (deduplicated like every message: one this device
+//!   sent itself is already here), and only the newly stored messages become [`Event::Message`]s.
+
+use confab_protocol::bootstrap::{ErrorCode, MailboxEntry, OfflineSummary, normalize_username};
+
+use super::accounts::Caller;
+use super::*;
+use crate::mailbox::Action;
+use crate::store::{MailboxCursor, Outbox};
+
+/// A mailbox request on the wire: what its answer is for.
+#[derive(Debug)]
+pub(super) enum MailboxCall {
+    Summary {
+        epoch: u64,
+    },
+    Sync {
+        epoch: u64,
+    },
+    Deposit {
+        author: String,
+        to: String,
+        id: MessageId,
+    },
+}
+
+/// How a mailbox entry is stored here, or `None` (with a log line) if it is unusable: the
+/// bootstrap is the authority for who wrote it (`from_user`, and the device it came from).
+fn mailbox_record(entry: MailboxEntry) -> Option<StoredMessage> {
+    let Ok(device) = PeerId::from_bytes(&entry.from_device) else {
+        tracing::warn!("skipping mailbox entry {}: bad device id", entry.seq);
+        return None;
+    };
+    let conversation = match entry.conversation.parse::<Conversation>() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("skipping mailbox entry {}: {e}", entry.seq);
+            return None;
+        }
+    };
+    if let Err(e) = entry.message.validate() {
+        tracing::warn!("skipping mailbox entry {}: {e}", entry.seq);
+        return None;
+    }
+    let message = entry.message;
+    Some(StoredMessage {
+        id: message.id,
+        conversation: conversation.to_string(),
+        from_peer: device.to_base58(),
+        from_user: Some(entry.from_user),
+        from_name: message.sender_name,
+        sent_at: message.sent_at,
+        text: message.text,
+        outgoing: entry.outgoing,
+        // Its being in the mailbox means the bootstrap stored it: sent; an incoming one reached
+        // this device.
+        delivery: if entry.outgoing {
+            DeliveryState::Sent
+        } else {
+            DeliveryState::Delivered
+        },
+        seq: 0,
+    })
+}
+
+/// The front-end form of an offline summary (entries whose conversation does not parse are left
+/// out).
+fn summary_event(summary: OfflineSummary) -> Event {
+    Event::OfflineSummary {
+        senders: summary
+            .senders
+            .into_iter()
+            .filter_map(|(conversation, n)| Some((conversation.parse().ok()?, n)))
+            .collect(),
+        total: summary.total,
+    }
+}
+
+impl EventLoop {
+    /// The outbox target of a message to `user:` (checked and canonical), or why not.
+    pub(super) fn mailbox_target(&self, to: &Conversation) -> Result<Outbox, SendError> {
+        let Some(session) = &self.session else {
+            return Err(SendError::NotLoggedIn(to.to_string()));
+        };
+        let Conversation::User(user) = to else {
+            return Err(SendError::Unsupported(to.to_string()));
+        };
+        // Parsing made it canonical already; a `Conversation` built by hand may not be.
+        let user = normalize_username(user).map_err(|_| {
+            SendError::BadAddress(crate::address::AddressError {
+                input: to.to_string(),
+                reason: "not a valid username",
+            })
+        })?;
+        if user == session.user {
+            return Err(SendError::Invalid(
+                "that is this device's own account".into(),
+            ));
+        }
+        if self.mailbox.pending() >= MAX_PENDING_DEPOSITS {
+            return Err(SendError::OutboxFull(self.mailbox.pending()));
+        }
+        Ok(Outbox::Mailbox(user))
+    }
+
+    /// Sends the mailbox requests that are due, if the session's bootstrap is connected.
+    pub(super) fn drive_mailbox(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let Some(peer) = self.bootstraps.target(Some(&session.bootstrap)) else {
+            return;
+        };
+        let cert = session.cert.clone();
+        for action in self.mailbox.poll(Instant::now()) {
+            let (request, call) = match action {
+                Action::Summary { epoch, after } => (
+                    BootstrapRequest::Summary { after },
+                    MailboxCall::Summary { epoch },
+                ),
+                Action::Sync {
+                    epoch,
+                    after,
+                    limit,
+                } => (
+                    BootstrapRequest::Sync { after, limit },
+                    MailboxCall::Sync { epoch },
+                ),
+                Action::Deposit {
+                    author,
+                    to,
+                    mut message,
+                } => {
+                    tracing::debug!("depositing {} for {to}", message.id);
+                    message.author_cert = Some(cert.clone());
+                    let id = message.id;
+                    (
+                        BootstrapRequest::Deposit {
+                            to: to.clone(),
+                            message: *message,
+                        },
+                        MailboxCall::Deposit { author, to, id },
+                    )
+                }
+            };
+            self.send_call(peer, request, Caller::Mailbox(call));
+        }
+    }
+
+    /// The answer to a mailbox request (or why there is none).
+    pub(super) fn handle_mailbox_answer(
+        &mut self,
+        call: MailboxCall,
+        result: Result<BootstrapResponse, CallError>,
+    ) {
+        let now = Instant::now();
+        match call {
+            MailboxCall::Summary { epoch } => match result {
+                Ok(BootstrapResponse::Summary(summary)) => {
+                    if self.mailbox.summary_done(epoch) && summary.total > 0 {
+                        self.emit(summary_event(summary));
+                    }
+                }
+                other => {
+                    tracing::debug!("mailbox summary failed: {}", describe(&other));
+                    self.mailbox.sync_failed(epoch, now);
+                }
+            },
+            MailboxCall::Sync { epoch } => match result {
+                Ok(BootstrapResponse::Mailbox { entries, last_seq }) => {
+                    self.store_mailbox_page(epoch, entries, last_seq)
+                }
+                other => {
+                    tracing::debug!("mailbox sync failed: {}", describe(&other));
+                    self.mailbox.sync_failed(epoch, now);
+                }
+            },
+            MailboxCall::Deposit { author, to, id } => match result {
+                Ok(BootstrapResponse::Deposited { seq }) => {
+                    tracing::debug!("{id} for {to} is in the mailbox (seq {seq} of {author})");
+                    self.mailbox.deposit_done(&author, &to, id, now);
+                    self.finish_deposit(id, DeliveryState::Sent);
+                }
+                Err(CallError::Refused {
+                    code:
+                        code @ (ErrorCode::MailboxFull
+                        | ErrorCode::UnknownUser
+                        | ErrorCode::Invalid
+                        | ErrorCode::TooLarge
+                        | ErrorCode::NotAllowed),
+                    message,
+                    ..
+                }) => {
+                    tracing::warn!(
+                        "the bootstrap refused {id} for {to} for good ({code:?}: {message})"
+                    );
+                    self.mailbox.deposit_done(&author, &to, id, now);
+                    self.finish_deposit(id, DeliveryState::Failed);
+                }
+                other => {
+                    tracing::debug!("deposit of {id} failed ({}); will retry", describe(&other));
+                    self.mailbox.deposit_failed(&author, &to, id, now);
+                }
+            },
+        }
+    }
+
+    /// Takes a settled deposit out of the outbox and says how it ended.
+    fn finish_deposit(&mut self, id: MessageId, state: DeliveryState) {
+        let store = self.store.clone();
+        let author = self.local_peer.to_base58();
+        self.run_store_op(async move {
+            if let Err(e) = store.finish_deposit(author, id, state).await {
+                // Still in the outbox: deposited again at the next start, deduplicated.
+                tracing::warn!("cannot record the deposit of {id}: {e}");
+            }
+            StoreDone::Nothing
+        });
+        self.emit(Event::Delivery { id, state });
+    }
+
+    /// Stores a page of the mailbox with the cursor it moves to.
+    fn store_mailbox_page(&mut self, epoch: u64, entries: Vec<MailboxEntry>, last_seq: u64) {
+        let Some(seq) = self.mailbox.page_received(epoch, &entries, last_seq) else {
+            return;
+        };
+        let Some(user) = self.mailbox.user().map(str::to_owned) else {
+            return;
+        };
+        tracing::debug!(
+            "storing {} mailbox entries up to {seq} (of {last_seq})",
+            entries.len()
+        );
+        let records: Vec<StoredMessage> = entries.into_iter().filter_map(mailbox_record).collect();
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            let result = store
+                .store_mailbox_page(MailboxCursor { user, seq }, records)
+                .await;
+            StoreDone::MailboxPage {
+                epoch,
+                cursor: seq,
+                result,
+            }
+        });
+    }
+
+    /// A page is stored (or not): show what is new, move on.
+    pub(super) fn handle_mailbox_page_stored(
+        &mut self,
+        epoch: u64,
+        cursor: u64,
+        result: Result<Vec<(Inserted, StoredMessage)>, StoreError>,
+    ) {
+        let ok = match result {
+            Ok(stored) => {
+                for (outcome, record) in stored {
+                    if outcome != Inserted::New {
+                        continue;
+                    }
+                    match to_message(record) {
+                        Ok(message) => self.emit(Event::Message(message)),
+                        Err(e) => tracing::warn!("a stored mailbox message: {e}"),
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot store a page of the mailbox: {e}");
+                false
+            }
+        };
+        self.mailbox.page_stored(epoch, cursor, ok, Instant::now());
+        self.drive_mailbox();
+    }
+}
+
+/// A failed answer for a log line (never a whole page).
+fn describe(result: &Result<BootstrapResponse, CallError>) -> String {
+    match result {
+        Ok(response) => format!(
+            "unexpected answer {}",
+            crate::client::response_kind(response)
+        ),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(from_device: Vec<u8>, conversation: &str, outgoing: bool) -> MailboxEntry {
+        MailboxEntry {
+            seq: 7,
+            conversation: conversation.into(),
+            from_user: "alice".into(),
+            from_device,
+            outgoing,
+            stored_at: 0,
+            message: ChatMessage::text("alice's laptop", "hi", 5),
+        }
+    }
+
+    #[test]
+    fn mailbox_entries_become_messages_from_the_device_that_wrote_them() {
+        let device = PeerId::random();
+        let record = mailbox_record(entry(device.to_bytes(), "user:alice", false)).unwrap();
+        assert_eq!(record.conversation, "user:alice");
+        assert_eq!(record.from_peer, device.to_base58());
+        assert_eq!(record.from_user.as_deref(), Some("alice"));
+        assert_eq!(record.from_name, "alice's laptop");
+        assert!(!record.outgoing);
+        assert_eq!(record.delivery, DeliveryState::Delivered);
+        let own = mailbox_record(entry(device.to_bytes(), "user:bob", true)).unwrap();
+        assert!(own.outgoing);
+        assert_eq!(own.delivery, DeliveryState::Sent);
+        // Unusable entries are skipped, not fatal.
+        assert!(mailbox_record(entry(vec![1, 2, 3], "user:alice", false)).is_none());
+        assert!(mailbox_record(entry(device.to_bytes(), "nonsense", false)).is_none());
+        let mut empty = entry(device.to_bytes(), "user:alice", false);
+        empty.message.text = Some("  ".into());
+        assert!(mailbox_record(empty).is_none());
+    }
+
+    #[test]
+    fn summaries_keep_their_order_and_drop_what_does_not_parse() {
+        let event = summary_event(OfflineSummary {
+            senders: vec![
+                ("user:carol".into(), 1),
+                ("bogus".into(), 2),
+                ("user:alice".into(), 3),
+            ],
+            total: 6,
+        });
+        assert_eq!(
+            event,
+            Event::OfflineSummary {
+                senders: vec![
+                    (Conversation::User("carol".into()), 1),
+                    (Conversation::User("alice".into()), 3)
+                ],
+                total: 6
+            }
+        );
+    }
+}
