@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{BootstrapProcess, RpcProcess};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -34,22 +34,6 @@ fn node(dir: &std::path::Path, name: &str, bootstrap: &str) -> RpcProcess {
     )
 }
 
-/// Calls until the bootstrap connection is up (a fresh node dials it in the background).
-fn call_when_connected(node: &mut RpcProcess, method: &str, params: Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let response = node.request(method, params.clone());
-        match response["error"]["code"].as_i64() {
-            None => return response["result"].clone(),
-            // No bootstrap reachable yet.
-            Some(-32060) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Some(_) => panic!("{}: {method} failed: {response}", node.name),
-        }
-    }
-}
-
 #[test]
 fn friends_profiles_and_presence_between_processes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -61,18 +45,10 @@ fn friends_profiles_and_presence_between_processes() {
     let mut bob = node(&bob_dir, "bob", &boot);
 
     assert_eq!(
-        call_when_connected(
-            &mut ann,
-            "register",
-            json!({"user": "Ann", "password": PASSWORD})
-        ),
+        ann.call_when_connected("register", json!({"user": "Ann", "password": PASSWORD})),
         json!({"user": "ann"})
     );
-    call_when_connected(
-        &mut bob,
-        "register",
-        json!({"user": "bob", "password": PASSWORD}),
-    );
+    bob.call_when_connected("register", json!({"user": "bob", "password": PASSWORD}));
     assert_eq!(ann.call("whoami", json!({}))["user"], "ann");
 
     // Profile with an avatar, seen from the other process.

@@ -142,6 +142,22 @@ impl RpcProcess {
             .unwrap_or_else(|| panic!("{}: {method} {params} should fail: {response}", self.name))
     }
 
+    /// Calls a method that must succeed, retrying while no bootstrap is reachable yet (-32060:
+    /// a fresh node dials its bootstrap in the background).
+    pub fn call_when_connected(&mut self, method: &str, params: Value) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let response = self.request(method, params.clone());
+            match response["error"]["code"].as_i64() {
+                None => return response["result"].clone(),
+                Some(-32060) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Some(_) => panic!("{}: {method} failed: {response}", self.name),
+            }
+        }
+    }
+
     /// Waits for a notification `method` whose params satisfy `pred`; returns its params.
     pub fn wait_for(&mut self, method: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_within(method, pred, TIMEOUT)
@@ -374,6 +390,23 @@ impl BootstrapProcess {
             .collect();
         Self { child, addrs }
     }
+}
+
+impl BootstrapProcess {
+    /// Kills the server with SIGKILL (`kill -9`): no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a server that must come back on the
+/// same address after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Drop for BootstrapProcess {
