@@ -56,8 +56,14 @@ pub mod limits {
     pub const COMMIT_QUEUE: usize = 4096;
     /// Batched writes committed in one transaction at most.
     pub const MAX_COMMIT_BATCH: usize = 512;
-    /// Entries one mailbox holds at most; a deposit beyond it is refused (`MailboxFull`).
+    /// The default of `Config::mailbox_max_entries`.
     pub const MAX_MAILBOX_ENTRIES: u64 = 100_000;
+    /// The default of `Config::mailbox_retention`: one year.
+    pub const MAILBOX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// How often expired mailbox entries are deleted.
+    pub const MAILBOX_EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+    /// Entries deleted per expiry transaction at most (the rest wait for the next one).
+    pub const MAILBOX_EXPIRY_BATCH: usize = 10_000;
     /// Backup generations kept.
     pub const BACKUP_GENERATIONS: usize = 5;
     /// The shortest interval between periodic backups (shorter ones are raised to it).
@@ -86,6 +92,10 @@ pub struct Config {
     pub backup_dir: Option<PathBuf>,
     /// How often to back up.
     pub backup_interval: Duration,
+    /// Entries one mailbox holds at most; a deposit beyond it is refused (`MailboxFull`).
+    pub mailbox_max_entries: u64,
+    /// Mailbox entries older than this are deleted (their deduplication records stay).
+    pub mailbox_retention: Duration,
 }
 
 impl Config {
@@ -100,6 +110,8 @@ impl Config {
             mdns: true,
             backup_dir: None,
             backup_interval: Duration::from_secs(3600),
+            mailbox_max_entries: limits::MAX_MAILBOX_ENTRIES,
+            mailbox_retention: limits::MAILBOX_RETENTION,
         }
     }
 }
@@ -112,6 +124,8 @@ impl Config {
 /// mdns = true
 /// backup_dir = "/var/backups/confab"
 /// backup_interval_secs = 3600
+/// mailbox_max_entries = 100000
+/// mailbox_retention_days = 365
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +140,10 @@ pub struct FileConfig {
     pub backup_dir: Option<PathBuf>,
     /// See [`Config::backup_interval`], in seconds.
     pub backup_interval_secs: Option<u64>,
+    /// See [`Config::mailbox_max_entries`].
+    pub mailbox_max_entries: Option<u64>,
+    /// See [`Config::mailbox_retention`], in days.
+    pub mailbox_retention_days: Option<u64>,
 }
 
 /// The config file could not be used.

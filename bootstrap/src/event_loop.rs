@@ -109,6 +109,44 @@ pub struct Bootstrap {
     backups: Option<crate::store::backup::Periodic>,
     /// The admin socket; stopped by `shutdown`, aborted on drop.
     admin: Option<crate::admin::AdminServer>,
+    /// Deletes expired mailbox entries; aborted on drop (and so by `shutdown`).
+    _expiry: ExpiryTask,
+}
+
+/// The periodic deletion of expired mailbox entries.
+#[derive(Debug)]
+struct ExpiryTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ExpiryTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ExpiryTask {
+    fn spawn(store: Store, retention: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAILBOX_EXPIRY_INTERVAL);
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                let cutoff = std::time::SystemTime::now()
+                    .checked_sub(retention)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                let done = tokio::task::spawn_blocking(move || {
+                    store.write(|tx| tx.mailbox_expire(cutoff, MAILBOX_EXPIRY_BATCH))
+                })
+                .await;
+                match done {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!("deleted {n} expired mailbox entries"),
+                    Ok(Err(e)) => tracing::error!("mailbox expiry: {e}"),
+                    Err(e) => tracing::error!("mailbox expiry task: {e}"),
+                }
+            }
+        }))
+    }
 }
 
 impl Bootstrap {
@@ -172,7 +210,8 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
     let presence = Arc::new(Presence::default());
     let service = Service::new(store.clone(), keypair.clone(), presence.clone())
         .await
-        .map_err(|e| StartError::Network(e.to_string()))?;
+        .map_err(|e| StartError::Network(e.to_string()))?
+        .with_mailbox_limit(config.mailbox_max_entries);
 
     let gossip_config =
         net::gossipsub_config(Duration::from_secs(1)).map_err(StartError::Network)?;
@@ -327,6 +366,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
     });
     // Hook 2: the admin socket; its `stats` asks the loop.
     let stats_commands = command_tx.clone();
+    let expiry = ExpiryTask::spawn(store.clone(), config.mailbox_retention);
     let admin = crate::admin::spawn(&config.data_dir, store, move || {
         let commands = stats_commands.clone();
         async move {
@@ -341,6 +381,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         commands: command_tx,
         backups,
         admin,
+        _expiry: expiry,
     })
 }
 

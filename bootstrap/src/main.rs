@@ -145,6 +145,18 @@ fn server_config(cli: &Cli, file: FileConfig, mdns_off_by_env: bool) -> Result<C
         }
         config.backup_interval = Duration::from_secs(secs);
     }
+    if let Some(n) = file.mailbox_max_entries {
+        if n == 0 {
+            bail!("mailbox_max_entries must be at least 1");
+        }
+        config.mailbox_max_entries = n;
+    }
+    if let Some(days) = file.mailbox_retention_days {
+        if days == 0 {
+            bail!("mailbox_retention_days must be at least 1");
+        }
+        config.mailbox_retention = Duration::from_secs(days.saturating_mul(24 * 3600));
+    }
     Ok(config)
 }
 

@@ -131,6 +131,8 @@ pub struct Service {
     /// A hash of a random password: unknown users are checked against it, so that "no such user"
     /// takes as long as "wrong password".
     decoy_phc: Arc<String>,
+    /// Entries one mailbox holds at most.
+    mailbox_max_entries: u64,
 }
 
 impl Service {
@@ -150,7 +152,14 @@ impl Service {
             throttle: Arc::new(Mutex::new(Throttle::default())),
             presence,
             decoy_phc: Arc::new(decoy_phc),
+            mailbox_max_entries: MAX_MAILBOX_ENTRIES,
         })
+    }
+
+    /// The same service with another mailbox size limit.
+    pub fn with_mailbox_limit(mut self, max_entries: u64) -> Self {
+        self.mailbox_max_entries = max_entries;
+        self
     }
 
     /// The store.
@@ -723,6 +732,7 @@ impl Service {
         let (author, receiver) = (me.clone(), to.clone());
         let from_device = device.to_bytes();
         let stored_at = now_ms();
+        let max_entries = self.mailbox_max_entries;
         let (seq, notify) = self
             .store
             .write_batched(move |tx| {
@@ -734,7 +744,7 @@ impl Service {
                     return Err(unknown_user(&receiver));
                 }
                 for owner in [&receiver, &author] {
-                    if tx.mailbox_len(owner)? >= MAX_MAILBOX_ENTRIES {
+                    if tx.mailbox_len(owner)? >= max_entries {
                         return Err(Refusal::new(
                             ErrorCode::MailboxFull,
                             format!("the mailbox of {owner} is full"),
@@ -1436,5 +1446,54 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
         assert_eq!(s.store().read(|tx| tx.mailbox_len("ben")).unwrap(), 300);
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_refuses_clearly_and_old_entries_expire() {
+        let (s, _dir, _) = service().await;
+        let s = s.with_mailbox_limit(3);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.handle(a, None, reg("ann", PW)).await;
+        s.handle(b, None, reg("ben", PW)).await;
+        let deposit = |text: &str| BootstrapRequest::Deposit {
+            to: "ben".into(),
+            message: ChatMessage::text("ann", text, 1),
+        };
+        for i in 0..3 {
+            let out = s.handle(a, None, deposit(&format!("m{i}"))).await;
+            assert!(
+                matches!(out.response, BootstrapResponse::Deposited { .. }),
+                "{out:?}"
+            );
+        }
+        let out = s.handle(a, None, deposit("one too many")).await;
+        assert_eq!(code(&out), Some(E::MailboxFull));
+        assert!(out.effects.is_empty(), "nothing stored, nobody told");
+
+        // Everything stored before "now + 1 ms" is expired; the mailbox has room again, and the
+        // sequence goes on where it was.
+        let cutoff = now_ms() + 1;
+        let removed = s
+            .store()
+            .write(|tx| tx.mailbox_expire(cutoff, 100))
+            .unwrap();
+        assert_eq!(removed, 6, "three in ben's mailbox, three in ann's");
+        let out = s.handle(a, None, deposit("after expiry")).await;
+        assert_eq!(out.response, BootstrapResponse::Deposited { seq: 4 });
+        let out = s
+            .handle(
+                b,
+                None,
+                BootstrapRequest::Sync {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await;
+        let BootstrapResponse::Mailbox { entries, last_seq } = out.response else {
+            panic!()
+        };
+        assert_eq!(last_seq, 4);
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
     }
 }

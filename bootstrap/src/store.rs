@@ -401,6 +401,7 @@ impl Tx {
         self.w()?.open_table(AVATAR_REFS)?;
         self.w()?.open_table(MAILBOX)?;
         self.w()?.open_table(MAILBOX_IDS)?;
+        self.w()?.open_table(MAILBOX_SEQ)?;
         Ok(())
     }
 
@@ -595,15 +596,12 @@ impl Tx {
         }
     }
 
-    /// The highest sequence number in `owner`'s mailbox (0 when empty).
+    /// The last sequence number assigned in `owner`'s mailbox (0 before the first entry). It
+    /// only grows: entries that expired keep their numbers used.
     pub fn mailbox_last_seq(&self, owner: &str) -> Result<u64, StoreError> {
-        with_table!(self, MAILBOX, |t| {
-            let last = t.range((owner, 0)..=(owner, u64::MAX))?.next_back();
-            Ok(match last {
-                Some(entry) => entry?.0.value().1,
-                None => 0,
-            })
-        })
+        with_table!(self, MAILBOX_SEQ, |t| Ok(t
+            .get(owner)?
+            .map_or(0, |v| v.value())))
     }
 
     /// How many entries `owner`'s mailbox holds (sequence numbers are contiguous: entries only
@@ -642,6 +640,7 @@ impl Tx {
         mut entry: MailboxEntry,
     ) -> Result<u64, StoreError> {
         let seq = self.mailbox_last_seq(owner)? + 1;
+        self.w()?.open_table(MAILBOX_SEQ)?.insert(owner, seq)?;
         entry.seq = seq;
         let author = entry.from_user.clone();
         let id = *entry.message.id.as_bytes();
@@ -705,6 +704,39 @@ impl Tx {
         })
     }
 
+    /// Deletes mailbox entries stored before `before_ms` (unix ms), at most `max` of them;
+    /// returns how many went. Deduplication records stay, so an old message retried is still
+    /// recognised. Entries leave from the oldest end of each mailbox.
+    pub fn mailbox_expire(&mut self, before_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let expired: Vec<(String, u64)> = with_table!(self, MAILBOX, |t| {
+            let mut out = Vec::new();
+            let mut skip_owner: Option<String> = None;
+            for entry in t.iter()? {
+                let (key, value) = entry?;
+                let (owner, seq) = key.value();
+                if skip_owner.as_deref() == Some(owner) {
+                    continue;
+                }
+                let e: MailboxEntry = from_cbor(value.value())?;
+                if e.stored_at < before_ms {
+                    out.push((owner.to_owned(), seq));
+                    if out.len() >= max {
+                        break;
+                    }
+                } else {
+                    // The rest of this mailbox is newer.
+                    skip_owner = Some(owner.to_owned());
+                }
+            }
+            Ok::<_, StoreError>(out)
+        })?;
+        let mut table = self.w()?.open_table(MAILBOX)?;
+        for (owner, seq) in &expired {
+            table.remove((owner.as_str(), *seq))?;
+        }
+        Ok(expired.len())
+    }
+
     /// Removes `owner`'s whole mailbox (account deletion); the deduplication records go too.
     pub fn mailbox_clear(&mut self, owner: &str) -> Result<(), StoreError> {
         let seqs: Vec<u64> = with_table!(self, MAILBOX, |t| {
@@ -735,6 +767,8 @@ impl Tx {
         for (author, id) in keys {
             ids.remove((owner, author.as_str(), id.as_slice()))?;
         }
+        drop(ids);
+        self.w()?.open_table(MAILBOX_SEQ)?.remove(owner)?;
         Ok(())
     }
 }

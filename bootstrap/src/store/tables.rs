@@ -25,6 +25,9 @@ pub(crate) const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 /// `(owner, author, message id) -> seq`: deduplication, permanent (kept after the entry expires).
 pub(crate) const MAILBOX_IDS: TableDefinition<(&str, &str, &[u8]), u64> =
     TableDefinition::new("mailbox_ids_v1");
+/// `owner -> the last sequence number assigned`: numbers are never reused, even after the
+/// entries that had them expired.
+pub(crate) const MAILBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("mailbox_seq_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -54,5 +57,6 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(AVATAR_REFS)?;
     visitor.visit(MAILBOX)?;
     visitor.visit(MAILBOX_IDS)?;
+    visitor.visit(MAILBOX_SEQ)?;
     Ok(())
 }
