@@ -19,21 +19,6 @@ const PNG: &[u8] = &[
     0x1d, 0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82,
 ];
 
-fn node(dir: &std::path::Path, name: &str, bootstrap: &str) -> RpcProcess {
-    RpcProcess::spawn_with(
-        dir,
-        name,
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            bootstrap,
-        ],
-        None,
-    )
-}
-
 #[test]
 fn friends_profiles_and_presence_between_processes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -41,8 +26,8 @@ fn friends_profiles_and_presence_between_processes() {
         BootstrapProcess::spawn(&tmp.path().join("server"), &["/ip4/127.0.0.1/tcp/0"], None);
     let boot = server.addrs[0].clone();
     let (ann_dir, bob_dir) = (tmp.path().join("ann"), tmp.path().join("bob"));
-    let mut ann = node(&ann_dir, "ann", &boot);
-    let mut bob = node(&bob_dir, "bob", &boot);
+    let mut ann = RpcProcess::spawn_for_bootstrap(&ann_dir, "ann", &boot);
+    let mut bob = RpcProcess::spawn_for_bootstrap(&bob_dir, "bob", &boot);
 
     assert_eq!(
         ann.call_when_connected("register", json!({"user": "Ann", "password": PASSWORD})),
@@ -103,7 +88,7 @@ fn friends_profiles_and_presence_between_processes() {
 
     // Bob returns on the same data dir, still logged in: online again.
     let returned = Instant::now();
-    let mut bob = node(&bob_dir, "bob", &boot);
+    let mut bob = RpcProcess::spawn_for_bootstrap(&bob_dir, "bob", &boot);
     ann.wait_for("presence", |p| p["user"] == "bob" && p["online"] == true);
     eprintln!(
         "online presence {} ms after restart",

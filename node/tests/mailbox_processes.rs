@@ -11,21 +11,6 @@ use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery";
 
-fn node(dir: &std::path::Path, name: &str, bootstrap: &str) -> RpcProcess {
-    RpcProcess::spawn_with(
-        dir,
-        name,
-        &[
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            bootstrap,
-        ],
-        None,
-    )
-}
-
 #[test]
 fn twenty_acknowledged_messages_survive_a_kill_9_of_the_bootstrap() {
     let tmp = tempfile::tempdir().unwrap();
@@ -34,8 +19,8 @@ fn twenty_acknowledged_messages_survive_a_kill_9_of_the_bootstrap() {
     let server = BootstrapProcess::spawn(&server_dir, &[&listen], None);
     let boot = server.addrs[0].clone();
     let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let mut alice = node(&alice_dir, "alice", &boot);
-    let mut bob = node(&bob_dir, "bob", &boot);
+    let mut alice = RpcProcess::spawn_for_bootstrap(&alice_dir, "alice", &boot);
+    let mut bob = RpcProcess::spawn_for_bootstrap(&bob_dir, "bob", &boot);
     alice.call_when_connected("register", json!({"user": "alice", "password": PASSWORD}));
     bob.call_when_connected("register", json!({"user": "bob", "password": PASSWORD}));
     assert!(bob.shutdown().success());
@@ -62,7 +47,7 @@ fn twenty_acknowledged_messages_survive_a_kill_9_of_the_bootstrap() {
     let _server = BootstrapProcess::spawn(&server_dir, &[&listen], None);
 
     // Bob returns (still logged in) and gets all twenty, once each.
-    let mut bob = node(&bob_dir, "bob", &boot);
+    let mut bob = RpcProcess::spawn_for_bootstrap(&bob_dir, "bob", &boot);
     let summary = bob.wait_for("offline_summary", |_| true);
     assert_eq!(summary["total"], 20, "{summary}");
     assert_eq!(summary["senders"]["user:alice"], 20, "{summary}");

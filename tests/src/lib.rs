@@ -5,8 +5,36 @@
 //! `confab-bootstrap` binaries as processes live beside those binaries (`node/tests/`,
 //! `bootstrap/tests/`), where cargo builds them for the test.
 //!
-//! This library holds helpers for those tests: [`raw`], a libp2p client that sends arbitrary
-//! bytes on a request-response protocol (to play a hostile peer).
+//! This library holds helpers for those tests: [`nodes`] starts in-process nodes, and [`raw`] is a
+//! libp2p client that sends arbitrary bytes on a request-response protocol (to play a hostile peer).
+
+pub mod nodes {
+    //! In-process nodes for end-to-end tests.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use confab_node::{Client, Config, Event};
+    use tokio::sync::broadcast;
+
+    /// A node on `dir` (its device identity) that knows only the bootstrap at `bootstrap`:
+    /// loopback, mDNS off, a fast gossip heartbeat. Returns it with its event stream.
+    pub async fn node(
+        dir: &Path,
+        name: &str,
+        bootstrap: &str,
+    ) -> (Client, broadcast::Receiver<Event>) {
+        let mut config = Config::new(dir);
+        config.name = Some(name.into());
+        config.mdns = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        config.bootstrap = vec![bootstrap.into()];
+        config.gossip_heartbeat = Duration::from_millis(100);
+        let client = confab_node::start(config).await.expect("the node starts");
+        let events = client.subscribe();
+        (client, events)
+    }
+}
 
 pub mod raw {
     //! A request-response client that writes whatever bytes it is given on any protocol.

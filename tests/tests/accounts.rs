@@ -6,11 +6,12 @@
 //! shown on a direct message and a broadcast through its certificate; a direct message that
 //! reaches a peer nobody can dial, through the bootstrap's relay.
 
+use confab_tests::nodes::node;
 use std::path::Path;
 use std::time::Duration;
 
 use confab_node::{
-    Client, Config, Conversation, DeleteAccountError, Event, FriendError, LoginError, LogoutError,
+    Client, Conversation, DeleteAccountError, Event, FriendError, LoginError, LogoutError,
     ProfileGetError, ProfileSetError, RegisterError, SearchError,
 };
 use tokio::sync::broadcast;
@@ -39,19 +40,6 @@ async fn server() -> Server {
         addr,
         _dir: dir,
     }
-}
-
-/// A node on `dir` (its device identity) that knows only the bootstrap.
-async fn node(dir: &Path, name: &str, bootstrap: &str) -> (Client, broadcast::Receiver<Event>) {
-    let mut config = Config::new(dir);
-    config.name = Some(name.into());
-    config.mdns = false;
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    config.bootstrap = vec![bootstrap.into()];
-    config.gossip_heartbeat = Duration::from_millis(100);
-    let client = confab_node::start(config).await.unwrap();
-    let events = client.subscribe();
-    (client, events)
 }
 
 /// Waits for the first event matching `pred`.

@@ -6,10 +6,11 @@
 //! deposit stored and shown once; the outbox surviving a restart while the bootstrap is down, and
 //! deposited once when it returns.
 
+use confab_tests::nodes::node;
 use std::path::Path;
 use std::time::Duration;
 
-use confab_node::{Client, Config, Conversation, DeliveryState, Event, Message, MessageId, rpc};
+use confab_node::{Client, Conversation, DeliveryState, Event, Message, MessageId, rpc};
 use confab_protocol::bootstrap::{BOOTSTRAP_PROTOCOL, BootstrapRequest, BootstrapResponse};
 use confab_protocol::{ChatMessage, decode, encode};
 use confab_tests::raw::{exchange, raw_swarm};
@@ -36,19 +37,6 @@ async fn server_on(dir: &Path, listen: &str) -> Server {
     let bootstrap = confab_bootstrap::start(config).await.unwrap();
     let addr = bootstrap.listen_addrs[0].clone();
     Server { bootstrap, addr }
-}
-
-/// A node on `dir` (its device identity) that knows only the bootstrap.
-async fn node(dir: &Path, name: &str, bootstrap: &str) -> (Client, broadcast::Receiver<Event>) {
-    let mut config = Config::new(dir);
-    config.name = Some(name.into());
-    config.mdns = false;
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    config.bootstrap = vec![bootstrap.into()];
-    config.gossip_heartbeat = Duration::from_millis(100);
-    let client = confab_node::start(config).await.unwrap();
-    let events = client.subscribe();
-    (client, events)
 }
 
 /// Waits for the first event matching `pred`; returns it with every message event seen before.

@@ -36,6 +36,18 @@ impl RpcProcess {
         )
     }
 
+    /// Starts a node on loopback with mDNS off that knows only the bootstrap at `bootstrap`.
+    pub fn spawn_for_bootstrap(data_dir: &Path, name: &str, bootstrap: &str) -> Self {
+        let args = [
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            bootstrap,
+        ];
+        Self::spawn_with(data_dir, name, &args, None)
+    }
+
     /// Starts `[wrapper...] confab --data-dir DIR --name NAME ARGS... rpc`.
     pub fn spawn_with(
         data_dir: &Path,
