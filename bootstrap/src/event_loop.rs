@@ -475,13 +475,25 @@ impl EventLoop {
             .all_peers()
             .filter(|(_, topics)| topics.contains(&&self.broadcast_topic))
             .count();
-        let counts = self.service.store().stats().unwrap_or_default();
-        let _ = reply.send(Stats {
+        let mut stats = Stats {
             connected_peers: self.swarm.connected_peers().count(),
             broadcast_subscribers,
-            users: counts.users,
-            devices: counts.devices,
             users_online: self.presence.users_online(),
+            ..Stats::default()
+        };
+        // The database counts are read off the loop: a read transaction is disk I/O.
+        let store = self.service.store().clone();
+        self.spawn(async move {
+            match tokio::task::spawn_blocking(move || store.stats()).await {
+                Ok(Ok(counts)) => {
+                    stats.users = counts.users;
+                    stats.devices = counts.devices;
+                }
+                Ok(Err(e)) => tracing::error!("stats: {e}"),
+                Err(e) => tracing::error!("stats task: {e}"),
+            }
+            let _ = reply.send(stats);
+            Done::Nothing
         });
     }
 
