@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use confab_protocol::ChatMessage;
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
     Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, MailboxEntry,
@@ -18,6 +17,7 @@ use confab_protocol::limits::{
     MAX_FRIENDS, MAX_NAME_BYTES, MAX_SEARCH_RESULTS, MAX_SIGNATURE_BYTES,
 };
 use confab_protocol::limits::{MAX_SUMMARY_SENDERS, MAX_SYNC_PAGE, SYNC_PAGE_BYTES};
+use confab_protocol::{ChatMessage, MessageId};
 use libp2p::{PeerId, identity::Keypair};
 
 use crate::config::limits::MAX_MAILBOX_ENTRIES;
@@ -796,9 +796,24 @@ impl Service {
                 })
             })
             .await?;
+        // The incoming entries just reached a device of their receiver: tell their authors.
+        let mut delivered: std::collections::BTreeMap<&str, Vec<MessageId>> = Default::default();
+        for e in entries.iter().filter(|e| !e.outgoing) {
+            delivered
+                .entry(&e.from_user)
+                .or_default()
+                .push(e.message.id);
+        }
+        let effects = delivered
+            .into_iter()
+            .map(|(author, ids)| Effect::Notify {
+                user: author.to_owned(),
+                note: Notification::Delivered { ids },
+            })
+            .collect();
         Ok(Outcome {
             response: BootstrapResponse::Mailbox { entries, last_seq },
-            effects: Vec::new(),
+            effects,
         })
     }
 

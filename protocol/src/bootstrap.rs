@@ -359,6 +359,11 @@ pub enum Notification {
         /// The highest sequence number now.
         last_seq: u64,
     },
+    /// Messages this account sent reached a device of their receiver (it synced them).
+    Delivered {
+        /// The messages (at most one sync page of them).
+        ids: Vec<crate::ids::MessageId>,
+    },
     /// A notification this version does not know.
     #[serde(other)]
     Unknown,

@@ -170,6 +170,10 @@ fn bootstrap_frames_round_trip() {
         Notification::FriendAdded { user: "bob".into() },
         Notification::FriendRemoved { user: "bob".into() },
         Notification::LoggedOut,
+        Notification::Mailbox { last_seq: 7 },
+        Notification::Delivered {
+            ids: vec![MessageId::from_bytes([5; 16])],
+        },
     ] {
         roundtrip(note);
     }

@@ -198,6 +198,23 @@ async fn an_offline_user_gets_a_summary_then_the_messages_in_the_order_sent() {
         .filter(|m| m.conversation == user("carol"))
         .collect();
     assert_eq!(from_carol.len(), 1);
+
+    // Once bob's device has them, alice hears that each was delivered, and her history says so.
+    for id in &sent {
+        expect(&mut alice_events, "a delivered receipt", |e| {
+            matches!(e, Event::Delivery { id: got, state: DeliveryState::Delivered } if got == id)
+        })
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = alice.history(&user("bob"), 10).await.unwrap();
+        if now.iter().all(|m| m.delivery == DeliveryState::Delivered) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(from_carol[0].text.as_deref(), Some("from carol"));
 
     let history = bob.history(&user("alice"), 100).await.unwrap();

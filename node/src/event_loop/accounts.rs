@@ -447,6 +447,11 @@ impl EventLoop {
             Notification::FriendAdded { user } => self.emit(Event::FriendAdded { user }),
             Notification::FriendRemoved { user } => self.emit(Event::FriendRemoved { user }),
             Notification::LoggedOut => self.end_session(true, None),
+            Notification::Delivered { ids } => {
+                for id in ids {
+                    self.set_delivery(id, DeliveryState::Delivered);
+                }
+            }
             Notification::Mailbox { last_seq } => {
                 self.mailbox.notified(last_seq);
                 self.drive_mailbox();
