@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_node::net::{self, IDENTIFY_PROTOCOL, WireCodec};
+use confab_node::net::{self, BootstrapCodec, IDENTIFY_PROTOCOL, NotifyCodec};
 use confab_protocol::bootstrap::{
     BOOTSTRAP_PROTOCOL, BootstrapRequest, BootstrapResponse, ErrorCode, NOTIFY_PROTOCOL,
-    Notification, NotifyAck,
+    Notification,
 };
 use confab_protocol::gossip::BROADCAST_TOPIC;
 use confab_protocol::{GossipFrame, decode};
@@ -22,8 +22,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, gossipsub, identify,
-    identity, ping, relay,
+    Multiaddr, PeerId, Swarm, autonat, connection_limits, gossipsub, identify, identity, ping,
+    relay,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,9 +33,6 @@ use crate::mdns::Advertisement;
 use crate::presence::Presence;
 use crate::service::{Effect, Outcome, Service};
 use crate::store::{Store, StoreError};
-
-type BootstrapCodec = WireCodec<BootstrapRequest, BootstrapResponse>;
-type NotifyCodec = WireCodec<Notification, NotifyAck>;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -261,22 +258,16 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
                 gossip_config,
             )
             .map_err(str::to_owned)?,
-            bootstrap: request_response::Behaviour::with_codec(
-                BootstrapCodec::default(),
-                [(
-                    StreamProtocol::new(BOOTSTRAP_PROTOCOL),
-                    ProtocolSupport::Inbound,
-                )],
+            bootstrap: net::wire_behaviour(
+                BOOTSTRAP_PROTOCOL,
+                ProtocolSupport::Inbound,
                 request_response::Config::default()
                     .with_request_timeout(REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
             ),
-            notify: request_response::Behaviour::with_codec(
-                NotifyCodec::default(),
-                [(
-                    StreamProtocol::new(NOTIFY_PROTOCOL),
-                    ProtocolSupport::Outbound,
-                )],
+            notify: net::wire_behaviour(
+                NOTIFY_PROTOCOL,
+                ProtocolSupport::Outbound,
                 request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
             ),
         })

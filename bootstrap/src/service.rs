@@ -837,15 +837,15 @@ impl Service {
         })
     }
 
-    /// The friends of `user` (for presence fan-out).
-    pub async fn friends_of(&self, user: String) -> Result<Vec<String>, StoreError> {
+    /// The users `user` relates to as `relation`, read off the event loop.
+    async fn related(&self, user: String, relation: Relation) -> Result<Vec<String>, StoreError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             store.read(|tx| {
                 Ok::<_, StoreError>(
                     tx.relations(&user)?
                         .into_iter()
-                        .filter(|(_, r)| *r == Relation::Friends)
+                        .filter(|(_, r)| *r == relation)
                         .map(|(u, _)| u)
                         .collect(),
                 )
@@ -855,22 +855,18 @@ impl Service {
         .map_err(|e| StoreError::Database(e.to_string()))?
     }
 
+    /// The friends of `user` (for presence fan-out).
+    pub async fn friends_of(&self, user: String) -> Result<Vec<String>, StoreError> {
+        self.related(user, Relation::Friends).await
+    }
+
     /// What a device that just came online should be told: pending friend requests.
     pub async fn pending_for(&self, user: String) -> Result<Vec<Notification>, StoreError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.read(|tx| {
-                Ok::<_, StoreError>(
-                    tx.relations(&user)?
-                        .into_iter()
-                        .filter(|(_, r)| *r == Relation::Incoming)
-                        .map(|(from, _)| Notification::FriendRequest { from })
-                        .collect(),
-                )
-            })
-        })
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))?
+        let askers = self.related(user, Relation::Incoming).await?;
+        Ok(askers
+            .into_iter()
+            .map(|from| Notification::FriendRequest { from })
+            .collect())
     }
 }
 

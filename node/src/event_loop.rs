@@ -34,8 +34,8 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits,
-    core::transport::ListenerId, dcutr, gossipsub, identify, identity, ping, relay,
+    Multiaddr, PeerId, Swarm, autonat, connection_limits, core::transport::ListenerId, dcutr,
+    gossipsub, identify, identity, ping, relay,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -245,9 +245,9 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                     .with_interval(PING_INTERVAL)
                     .with_timeout(PING_TIMEOUT),
             ),
-            direct: request_response::Behaviour::with_codec(
-                DirectCodec::default(),
-                [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+            direct: net::wire_behaviour(
+                DIRECT_PROTOCOL,
+                ProtocolSupport::Full,
                 request_response::Config::default()
                     .with_request_timeout(DIRECT_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(MAX_DIRECT_STREAMS),
@@ -257,22 +257,16 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 gossip_config,
             )
             .map_err(str::to_owned)?,
-            bootstrap: request_response::Behaviour::with_codec(
-                BootstrapCodec::default(),
-                [(
-                    StreamProtocol::new(BOOTSTRAP_PROTOCOL),
-                    ProtocolSupport::Outbound,
-                )],
+            bootstrap: net::wire_behaviour(
+                BOOTSTRAP_PROTOCOL,
+                ProtocolSupport::Outbound,
                 request_response::Config::default()
                     .with_request_timeout(BOOTSTRAP_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(MAX_BOOTSTRAP_STREAMS),
             ),
-            notify: request_response::Behaviour::with_codec(
-                NotifyCodec::default(),
-                [(
-                    StreamProtocol::new(NOTIFY_PROTOCOL),
-                    ProtocolSupport::Inbound,
-                )],
+            notify: net::wire_behaviour(
+                NOTIFY_PROTOCOL,
+                ProtocolSupport::Inbound,
                 request_response::Config::default()
                     .with_max_concurrent_streams(MAX_BOOTSTRAP_STREAMS),
             ),

@@ -139,6 +139,24 @@ impl<Req, Resp> std::fmt::Debug for WireCodec<Req, Resp> {
     }
 }
 
+/// A request-response behaviour speaking `protocol` with a [`WireCodec`]: `support` says which
+/// way requests go, `config` bounds time and streams.
+pub fn wire_behaviour<Req, Resp>(
+    protocol: &'static str,
+    support: libp2p::request_response::ProtocolSupport,
+    config: libp2p::request_response::Config,
+) -> libp2p::request_response::Behaviour<WireCodec<Req, Resp>>
+where
+    Req: Wire + Send + Sync + 'static,
+    Resp: Wire + Send + Sync + 'static,
+{
+    libp2p::request_response::Behaviour::with_codec(
+        WireCodec::default(),
+        [(StreamProtocol::new(protocol), support)],
+        config,
+    )
+}
+
 /// The `/confab/direct/1` codec.
 pub type DirectCodec = WireCodec<DirectRequest, DirectResponse>;
 /// The `/confab/bootstrap/1` codec (node → bootstrap requests).
