@@ -528,6 +528,11 @@ impl EventLoop {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, verdict);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.handle_identified(peer_id, info.listen_addrs),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
@@ -558,6 +563,7 @@ impl EventLoop {
                 ..
             } => {
                 self.remote_ips.remove(&peer_id);
+                self.presence.forget_addrs(&peer_id);
                 self.device_gone(&peer_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -571,6 +577,14 @@ impl EventLoop {
                 tracing::debug!("incoming connection failed: {error}")
             }
             other => tracing::trace!("{other:?}"),
+        }
+    }
+
+    /// A peer told where it listens: kept (while it is connected) for `Devices` answers, whether
+    /// or not it is a logged-in device yet.
+    fn handle_identified(&mut self, peer: PeerId, listen_addrs: Vec<Multiaddr>) {
+        if self.swarm.is_connected(&peer) {
+            self.presence.set_addrs(peer, listen_addrs);
         }
     }
 
@@ -643,7 +657,7 @@ impl EventLoop {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Notify { user, note } => {
-                for device in self.presence.devices(&user) {
+                for device in self.presence.online_devices(&user) {
                     self.push(device, note.clone());
                 }
             }
@@ -730,7 +744,7 @@ async fn presence_fan_out(
     };
     friends
         .iter()
-        .flat_map(|f| presence.devices(f))
+        .flat_map(|f| presence.online_devices(f))
         .map(|d| (d, note.clone()))
         .collect()
 }

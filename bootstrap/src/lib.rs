@@ -7,9 +7,10 @@
 //!
 //! Layout:
 //! - [`config`]: [`Config`], the TOML file, every limit ([`config::limits`]).
-//! - [`service`]: the rules (accounts, profiles, friends); requests in, responses and effects out.
+//! - [`service`]: the rules (accounts, profiles, friends, mailboxes and receipts, device
+//!   listings); requests in, responses and effects out.
 //! - [`store`]: the redb database; the only code that knows redb ([`store::tables`]).
-//! - [`presence`]: who is online now (in memory).
+//! - [`presence`]: who is online now, and where their devices listen (in memory).
 //! - [`mdns`]: the LAN advertisement (`role=bootstrap`).
 //! - `event_loop`: owns the swarm and dispatches (private).
 //! - [`start`] and [`Bootstrap`]: run a server in-process; the binary is a thin `main`.

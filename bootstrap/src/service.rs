@@ -1,6 +1,19 @@
-//! The rules of the bootstrap: accounts, devices, profiles, friends. Each request becomes an
-//! [`Outcome`]: the response, plus [`Effect`]s (notifications, presence changes) that the event
-//! loop carries out. Services never touch the network; they take the store and the presence map.
+//! The rules of the bootstrap: accounts, devices, profiles, friends, mailboxes. Each request
+//! becomes an [`Outcome`]: the response, plus [`Effect`]s (notifications, presence changes) that
+//! the event loop carries out. Services never touch the network; they take the store and the
+//! presence map.
+//!
+//! A mailbox holds an account's direct messages (both directions, for all its devices) and the
+//! receipts about them, as [`MailboxItem`]s:
+//! - a deposit stores the message in the receiver's mailbox and the author's own;
+//! - the first time a device of the receiver fetches incoming messages (sync), a
+//!   [`ReceiptState::Delivered`] receipt goes into each author's mailbox, once per message however
+//!   many devices fetch it (a per-owner mark in the store remembers how far that was done);
+//! - a `Receipt` request (read receipts) stores the receipt in the authors' mailbox and, marked
+//!   outgoing, in the reader's own, so the reader's other devices learn it too.
+//!
+//! `Devices` lists a user's connected devices with their listen addresses, to the user and their
+//! friends only, so that a sender can deliver directly and use the mailbox as the fallback.
 
 pub mod password;
 
@@ -10,11 +23,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, MailboxEntry,
-    Notification, OfflineSummary, Profile, UserSummary, normalize_username,
+    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, DeviceInfo, ErrorCode, Friend,
+    MailboxEntry, MailboxItem, Notification, OfflineSummary, Profile, ReceiptState, UserSummary,
+    normalize_username,
 };
 use confab_protocol::limits::{
-    MAX_FRIENDS, MAX_NAME_BYTES, MAX_SEARCH_RESULTS, MAX_SIGNATURE_BYTES,
+    MAX_FRIENDS, MAX_NAME_BYTES, MAX_RECEIPT_IDS, MAX_SEARCH_RESULTS, MAX_SIGNATURE_BYTES,
 };
 use confab_protocol::limits::{MAX_SUMMARY_SENDERS, MAX_SYNC_PAGE, SYNC_PAGE_BYTES};
 use confab_protocol::{ChatMessage, MessageId};
@@ -247,6 +261,10 @@ impl Service {
             BootstrapRequest::Deposit { to, message } => self.deposit(device, to, message).await,
             BootstrapRequest::Sync { after, limit } => self.sync(device, after, limit).await,
             BootstrapRequest::Summary { after } => self.summary(device, after).await,
+            BootstrapRequest::Receipt { to, state, ids } => {
+                self.receipt(device, to, state, ids).await
+            }
+            BootstrapRequest::Devices { user } => self.devices(device, user).await,
             _ => Err(Refusal::new(
                 ErrorCode::Invalid,
                 "this server does not know that request",
@@ -758,7 +776,7 @@ impl Service {
                     from_device: from_device.clone(),
                     outgoing,
                     stored_at,
-                    message: message.clone(),
+                    item: MailboxItem::Message(message.clone()),
                 };
                 let mut notify = Vec::new();
                 if receiver != author {
@@ -783,37 +801,242 @@ impl Service {
         })
     }
 
+    /// A page of the mailbox. Incoming messages on it that no device of the owner fetched before
+    /// are reported delivered to their authors (durably, before the answer).
     async fn sync(&self, device: PeerId, after: u64, limit: u32) -> Result<Outcome, Refusal> {
         let me = self.logged_in(device).await?;
         let limit = limit.clamp(1, MAX_SYNC_PAGE) as usize;
-        let (entries, last_seq) = self
+        let owner = me.clone();
+        let (entries, last_seq, reported) = self
             .blocking(move |s| {
                 s.read(|tx| {
                     Ok::<_, Refusal>((
-                        tx.mailbox_page(&me, after, limit, SYNC_PAGE_BYTES)?,
-                        tx.mailbox_last_seq(&me)?,
+                        tx.mailbox_page(&owner, after, limit, SYNC_PAGE_BYTES)?,
+                        tx.mailbox_last_seq(&owner)?,
+                        tx.mailbox_delivered(&owner)?,
                     ))
                 })
             })
             .await?;
-        // The incoming entries just reached a device of their receiver: tell their authors.
-        let mut delivered: std::collections::BTreeMap<&str, Vec<MessageId>> = Default::default();
-        for e in entries.iter().filter(|e| !e.outgoing) {
-            delivered
-                .entry(&e.from_user)
-                .or_default()
-                .push(e.message.id);
-        }
-        let effects = delivered
-            .into_iter()
-            .map(|(author, ids)| Effect::Notify {
-                user: author.to_owned(),
-                note: Notification::Delivered { ids },
-            })
-            .collect();
+        let news = entries
+            .iter()
+            .any(|e| e.seq > reported && incoming_message(e).is_some());
+        let effects = if news {
+            self.report_delivered(me, device, &entries).await
+        } else {
+            Vec::new()
+        };
         Ok(Outcome {
             response: BootstrapResponse::Mailbox { entries, last_seq },
             effects,
+        })
+    }
+
+    /// Appends a [`ReceiptState::Delivered`] receipt to the mailbox of each author of the incoming
+    /// messages of `page` (one of `owner`'s, just fetched by `device`) above the owner's delivered
+    /// mark, and raises the mark to the end of the page, in one transaction; returns the
+    /// notifications for the authors whose mailbox grew. Never fails the sync: an author whose
+    /// mailbox is full gets no receipt, and a failed write is logged (the receipts then go out at
+    /// the next sync of these entries).
+    async fn report_delivered(
+        &self,
+        owner: String,
+        device: PeerId,
+        page: &[MailboxEntry],
+    ) -> Vec<Effect> {
+        let page_end = page.last().map_or(0, |e| e.seq);
+        let incoming: Vec<(u64, String, MessageId)> = page
+            .iter()
+            .filter_map(|e| incoming_message(e).map(|m| (e.seq, e.from_user.clone(), m.id)))
+            .collect();
+        let from_device = device.to_bytes();
+        let stored_at = now_ms();
+        let max_entries = self.mailbox_max_entries;
+        let written = self
+            .store
+            .write_batched(move |tx| {
+                // The account may have gone meanwhile; its mark must not outlive it.
+                if tx.user(&owner)?.is_none() {
+                    return Ok::<_, StoreError>(Vec::new());
+                }
+                // Read again here: another device of the owner may have fetched the same page
+                // since the page was read.
+                let reported = tx.mailbox_delivered(&owner)?;
+                let mut by_author: std::collections::BTreeMap<String, Vec<MessageId>> =
+                    Default::default();
+                for (seq, author, id) in incoming {
+                    if seq > reported {
+                        by_author.entry(author).or_default().push(id);
+                    }
+                }
+                let mut grown = Vec::new();
+                for (author, ids) in by_author {
+                    if author == owner || tx.user(&author)?.is_none() {
+                        continue;
+                    }
+                    let mut last = None;
+                    for chunk in ids.chunks(MAX_RECEIPT_IDS) {
+                        if tx.mailbox_len(&author)? >= max_entries {
+                            tracing::debug!(
+                                "the mailbox of {author} is full: no delivered receipt from {owner}"
+                            );
+                            break;
+                        }
+                        let receipt = MailboxEntry {
+                            seq: 0,
+                            conversation: format!("user:{owner}"),
+                            from_user: owner.clone(),
+                            from_device: from_device.clone(),
+                            outgoing: false,
+                            stored_at,
+                            item: MailboxItem::Receipt {
+                                state: ReceiptState::Delivered,
+                                ids: chunk.to_vec(),
+                            },
+                        };
+                        last = Some(tx.mailbox_append(&author, receipt)?);
+                    }
+                    if let Some(seq) = last {
+                        grown.push((author, seq));
+                    }
+                }
+                tx.set_mailbox_delivered(&owner, page_end)?;
+                Ok(grown)
+            })
+            .await;
+        match written {
+            Ok(grown) => grown
+                .into_iter()
+                .map(|(user, last_seq)| Effect::Notify {
+                    user,
+                    note: Notification::Mailbox { last_seq },
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!("delivered receipts: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stores a receipt from the requester's account about messages `to` sent: in `to`'s mailbox
+    /// and, outgoing, in the requester's own. Both or neither; answered after the commit with the
+    /// sequence number in the requester's mailbox.
+    async fn receipt(
+        &self,
+        device: PeerId,
+        to: String,
+        state: ReceiptState,
+        ids: Vec<MessageId>,
+    ) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let to = normalize_username(&to).map_err(|_| unknown_user(&to))?;
+        if to == me {
+            return Err(Refusal::new(
+                ErrorCode::Invalid,
+                "a receipt goes to the messages' author, not to oneself",
+            ));
+        }
+        match state {
+            ReceiptState::Delivered | ReceiptState::Read => {}
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::Invalid,
+                    "this server does not know that receipt state",
+                ));
+            }
+        }
+        if ids.is_empty() || ids.len() > MAX_RECEIPT_IDS {
+            return Err(Refusal::new(
+                ErrorCode::Invalid,
+                format!("a receipt names 1 to {MAX_RECEIPT_IDS} messages"),
+            ));
+        }
+        let (reader, author) = (me.clone(), to.clone());
+        let from_device = device.to_bytes();
+        let stored_at = now_ms();
+        let max_entries = self.mailbox_max_entries;
+        let (mine, theirs) = self
+            .store
+            .write_batched(move |tx| {
+                // Everything is decided before anything is written (the transaction is shared).
+                if tx.user(&author)?.is_none() {
+                    return Err(unknown_user(&author));
+                }
+                for owner in [&author, &reader] {
+                    if tx.mailbox_len(owner)? >= max_entries {
+                        return Err(Refusal::new(
+                            ErrorCode::MailboxFull,
+                            format!("the mailbox of {owner} is full"),
+                        ));
+                    }
+                }
+                let entry = |conversation: &str, outgoing: bool| MailboxEntry {
+                    seq: 0,
+                    conversation: format!("user:{conversation}"),
+                    from_user: reader.clone(),
+                    from_device: from_device.clone(),
+                    outgoing,
+                    stored_at,
+                    item: MailboxItem::Receipt {
+                        state,
+                        ids: ids.clone(),
+                    },
+                };
+                let theirs = tx.mailbox_append(&author, entry(&reader, false))?;
+                let mine = tx.mailbox_append(&reader, entry(&author, true))?;
+                Ok((mine, theirs))
+            })
+            .await?;
+        Ok(Outcome {
+            response: BootstrapResponse::Deposited { seq: mine },
+            effects: vec![
+                Effect::Notify {
+                    user: to,
+                    note: Notification::Mailbox { last_seq: theirs },
+                },
+                Effect::Notify {
+                    user: me,
+                    note: Notification::Mailbox { last_seq: mine },
+                },
+            ],
+        })
+    }
+
+    /// The connected devices of `user` (but the requester's own) with their listen addresses,
+    /// for the user and their friends; an empty list for anyone else.
+    async fn devices(&self, device: PeerId, user: String) -> Result<Outcome, Refusal> {
+        let me = self.logged_in(device).await?;
+        let user = normalize_username(&user).map_err(|_| unknown_user(&user))?;
+        let name = user.clone();
+        let allowed = self
+            .blocking(move |s| {
+                s.read(|tx| {
+                    if tx.user(&name)?.is_none() {
+                        return Err(unknown_user(&name));
+                    }
+                    Ok(me == name || tx.relation(&me, &name)? == Relation::Friends)
+                })
+            })
+            .await?;
+        let devices = if allowed {
+            self.presence
+                .devices_except(&user, &device)
+                .into_iter()
+                .map(|(peer, addrs)| DeviceInfo {
+                    peer: peer.to_bytes(),
+                    addrs: addrs
+                        .into_iter()
+                        .map(|a| serde_bytes::ByteBuf::from(a.to_vec()))
+                        .collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Outcome {
+            response: BootstrapResponse::Devices { user, devices },
+            effects: Vec::new(),
         })
     }
 
@@ -868,6 +1091,11 @@ impl Service {
             .map(|from| Notification::FriendRequest { from })
             .collect())
     }
+}
+
+/// The message of an entry that came to the owner from someone else.
+fn incoming_message(entry: &MailboxEntry) -> Option<&ChatMessage> {
+    entry.message().filter(|_| !entry.outgoing)
 }
 
 fn unknown_user(user: &str) -> Refusal {
@@ -1020,6 +1248,14 @@ mod tests {
                 user: "alice".into(),
             },
             BootstrapRequest::Logout,
+            BootstrapRequest::Devices {
+                user: "alice".into(),
+            },
+            BootstrapRequest::Receipt {
+                to: "alice".into(),
+                state: ReceiptState::Read,
+                ids: vec![MessageId::random()],
+            },
         ] {
             assert_eq!(
                 code(&s.handle(d2, None, request).await),
@@ -1355,13 +1591,17 @@ mod tests {
             vec![("user:carol".to_owned(), 1), ("user:alice".to_owned(), 3)]
         );
 
-        // Pages of two, in order, and a device that is up to date gets nothing.
+        // Pages of two, in order, and a device that is up to date gets nothing. Each page tells
+        // the authors of its messages that they were delivered (through their mailboxes).
         let mut after = 0;
         let mut texts = Vec::new();
+        let mut ids = Vec::new();
+        let mut effects = Vec::new();
         loop {
             let out = s
                 .handle(bob, None, BootstrapRequest::Sync { after, limit: 2 })
                 .await;
+            effects.push(out.effects);
             let BootstrapResponse::Mailbox { entries, last_seq } = out.response else {
                 panic!()
             };
@@ -1374,9 +1614,23 @@ mod tests {
                 assert_eq!(e.seq, after + 1, "contiguous, in order");
                 after = e.seq;
                 assert!(!e.outgoing);
-                texts.push((e.conversation, e.from_user, e.message.text.unwrap()));
+                let m = e.message().cloned().expect("only messages");
+                ids.push(m.id);
+                texts.push((e.conversation, e.from_user, m.text.unwrap()));
             }
         }
+        let mailbox_note = |user: &str, last_seq| Effect::Notify {
+            user: user.into(),
+            note: Notification::Mailbox { last_seq },
+        };
+        assert_eq!(
+            effects,
+            [
+                vec![mailbox_note("alice", 4)],
+                vec![mailbox_note("alice", 5), mailbox_note("carol", 2)],
+                vec![],
+            ]
+        );
         assert_eq!(
             texts,
             [
@@ -1400,12 +1654,44 @@ mod tests {
         let BootstrapResponse::Mailbox { entries, .. } = out.response else {
             panic!()
         };
-        assert_eq!(entries.len(), 3);
         assert!(
-            entries
+            out.effects.is_empty(),
+            "receipts are not messages to report"
+        );
+        let (messages, receipts): (Vec<_>, Vec<_>) =
+            entries.iter().partition(|e| e.message().is_some());
+        assert_eq!(messages.len(), 3);
+        assert!(
+            messages
                 .iter()
                 .all(|e| e.outgoing && e.conversation == "user:bob")
         );
+        // One delivered receipt per page of bob's that held alice's messages.
+        assert_eq!(
+            receipts
+                .iter()
+                .map(|e| (&e.item, e.outgoing, e.conversation.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    &MailboxItem::Receipt {
+                        state: ReceiptState::Delivered,
+                        ids: ids[..2].to_vec()
+                    },
+                    false,
+                    "user:bob"
+                ),
+                (
+                    &MailboxItem::Receipt {
+                        state: ReceiptState::Delivered,
+                        ids: ids[2..3].to_vec()
+                    },
+                    false,
+                    "user:bob"
+                ),
+            ]
+        );
+        // The summary counts messages only: alice's receipts are none.
         assert_eq!(
             s.handle(alice, None, BootstrapRequest::Summary { after: 0 })
                 .await
@@ -1423,6 +1709,362 @@ mod tests {
         )
         .await;
         assert_eq!(s.store().read(|tx| tx.mailbox_len("bob")).unwrap(), 0);
+        assert_eq!(
+            s.store().read(|tx| tx.mailbox_delivered("bob")).unwrap(),
+            0,
+            "a new account of that name starts afresh"
+        );
+    }
+
+    /// `owner`'s whole mailbox, read from the store.
+    fn mailbox(s: &Service, owner: &str) -> Vec<MailboxEntry> {
+        s.store()
+            .read(|tx| tx.mailbox_page(owner, 0, usize::MAX, usize::MAX))
+            .unwrap()
+    }
+
+    fn sync_all(after: u64) -> BootstrapRequest {
+        BootstrapRequest::Sync {
+            after,
+            limit: MAX_SYNC_PAGE,
+        }
+    }
+
+    fn mailbox_note(user: &str, last_seq: u64) -> Effect {
+        Effect::Notify {
+            user: user.into(),
+            note: Notification::Mailbox { last_seq },
+        }
+    }
+
+    #[tokio::test]
+    async fn delivered_receipts_are_durable_and_sent_once() {
+        let (s, _dir, _) = service().await;
+        let (alice, bob1, bob2) = (PeerId::random(), PeerId::random(), PeerId::random());
+        s.handle(alice, None, reg("alice", PW)).await;
+        s.handle(bob1, None, reg("bob", PW)).await;
+        s.handle(bob2, None, login("bob", PW)).await;
+        let mut sent = Vec::new();
+        for text in ["m1", "m2"] {
+            let message = ChatMessage::text("alice", text, 1);
+            sent.push(message.id);
+            let to = "bob".into();
+            s.handle(alice, None, BootstrapRequest::Deposit { to, message })
+                .await;
+        }
+
+        // Bob's first device fetches them: alice's mailbox gets one receipt for both, and her
+        // devices are told; bob's own mailbox gets nothing.
+        let out = s.handle(bob1, None, sync_all(0)).await;
+        let BootstrapResponse::Mailbox { entries, .. } = &out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(out.effects, [mailbox_note("alice", 3)]);
+        let receipt = mailbox(&s, "alice").pop().unwrap();
+        assert_eq!(
+            receipt,
+            MailboxEntry {
+                seq: 3,
+                conversation: "user:bob".into(),
+                from_user: "bob".into(),
+                from_device: bob1.to_bytes(),
+                outgoing: false,
+                stored_at: receipt.stored_at,
+                item: MailboxItem::Receipt {
+                    state: ReceiptState::Delivered,
+                    ids: sent.clone(),
+                },
+            }
+        );
+        assert_eq!(mailbox(&s, "bob").len(), 2);
+
+        // His second device fetching the same page adds none.
+        let out = s.handle(bob2, None, sync_all(0)).await;
+        assert!(matches!(out.response, BootstrapResponse::Mailbox { .. }));
+        assert!(out.effects.is_empty(), "{out:?}");
+        assert_eq!(mailbox(&s, "alice").len(), 3);
+
+        // A new message is reported by whichever device fetches it first, alone.
+        let message = ChatMessage::text("alice", "m3", 1);
+        let m3 = message.id;
+        let to = "bob".into();
+        s.handle(alice, None, BootstrapRequest::Deposit { to, message })
+            .await;
+        let out = s.handle(bob2, None, sync_all(2)).await;
+        assert_eq!(out.effects, [mailbox_note("alice", 5)]);
+        let receipt = mailbox(&s, "alice").pop().unwrap();
+        assert_eq!(
+            (receipt.item, receipt.from_device),
+            (
+                MailboxItem::Receipt {
+                    state: ReceiptState::Delivered,
+                    ids: vec![m3],
+                },
+                bob2.to_bytes()
+            )
+        );
+        let out = s.handle(bob1, None, sync_all(0)).await;
+        assert!(out.effects.is_empty(), "{out:?}");
+
+        // Receipts in alice's mailbox are no messages to report back.
+        let out = s.handle(alice, None, sync_all(0)).await;
+        assert!(out.effects.is_empty(), "{out:?}");
+        assert_eq!(mailbox(&s, "bob").len(), 3);
+        assert_eq!(mailbox(&s, "alice").len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_big_page_is_reported_in_receipts_of_at_most_max_receipt_ids() {
+        let (s, _dir, _) = service().await;
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.handle(a, None, reg("ann", PW)).await;
+        s.handle(b, None, reg("ben", PW)).await;
+        let n = MAX_RECEIPT_IDS + 10;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let message = ChatMessage::text("ann", format!("m{i}"), 1);
+                let to = "ben".into();
+                s.handle(a, None, BootstrapRequest::Deposit { to, message })
+                    .await
+            });
+        }
+        while let Some(out) = tasks.join_next().await {
+            let out = out.unwrap();
+            assert!(matches!(out.response, BootstrapResponse::Deposited { .. }));
+        }
+        let out = s.handle(b, None, sync_all(0)).await;
+        let BootstrapResponse::Mailbox { entries, .. } = &out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(entries.len(), n);
+        let want: Vec<MessageId> = entries.iter().map(|e| e.message().unwrap().id).collect();
+        assert_eq!(out.effects, [mailbox_note("ann", n as u64 + 2)]);
+        let receipts: Vec<Vec<MessageId>> = mailbox(&s, "ann")
+            .into_iter()
+            .filter_map(|e| match e.item {
+                MailboxItem::Receipt { ids, .. } => Some(ids),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            receipts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MAX_RECEIPT_IDS, 10]
+        );
+        assert_eq!(receipts.concat(), want);
+    }
+
+    #[tokio::test]
+    async fn read_receipts_go_to_both_mailboxes() {
+        let (s, _dir, _) = service().await;
+        let (alice, bob1, bob2) = (PeerId::random(), PeerId::random(), PeerId::random());
+        s.handle(alice, None, reg("alice", PW)).await;
+        s.handle(bob1, None, reg("bob", PW)).await;
+        s.handle(bob2, None, login("bob", PW)).await;
+        let message = ChatMessage::text("alice", "hi", 1);
+        let id = message.id;
+        let to = "bob".into();
+        s.handle(alice, None, BootstrapRequest::Deposit { to, message })
+            .await;
+        let read = |to: &str| BootstrapRequest::Receipt {
+            to: to.into(),
+            state: ReceiptState::Read,
+            ids: vec![id],
+        };
+
+        let out = s.handle(bob1, None, read("Alice")).await;
+        assert_eq!(out.response, BootstrapResponse::Deposited { seq: 2 });
+        assert_eq!(
+            out.effects,
+            [mailbox_note("alice", 2), mailbox_note("bob", 2)]
+        );
+        let item = MailboxItem::Receipt {
+            state: ReceiptState::Read,
+            ids: vec![id],
+        };
+        let theirs = mailbox(&s, "alice").pop().unwrap();
+        assert_eq!(
+            theirs,
+            MailboxEntry {
+                seq: 2,
+                conversation: "user:bob".into(),
+                from_user: "bob".into(),
+                from_device: bob1.to_bytes(),
+                outgoing: false,
+                stored_at: theirs.stored_at,
+                item: item.clone(),
+            }
+        );
+        // Bob's other device learns it from his own mailbox.
+        let out = s.handle(bob2, None, sync_all(1)).await;
+        let BootstrapResponse::Mailbox { entries, .. } = out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            entries,
+            [MailboxEntry {
+                seq: 2,
+                conversation: "user:alice".into(),
+                from_user: "bob".into(),
+                from_device: bob1.to_bytes(),
+                outgoing: true,
+                stored_at: theirs.stored_at,
+                item,
+            }]
+        );
+
+        // Refused: to oneself, to nobody, an unknown state, no ids.
+        assert_eq!(
+            code(&s.handle(bob1, None, read("bob")).await),
+            Some(E::Invalid)
+        );
+        assert_eq!(
+            code(&s.handle(bob1, None, read("nobody")).await),
+            Some(E::UnknownUser)
+        );
+        for (state, ids) in [
+            (ReceiptState::Unknown, vec![id]),
+            (ReceiptState::Read, Vec::new()),
+        ] {
+            let request = BootstrapRequest::Receipt {
+                to: "alice".into(),
+                state,
+                ids,
+            };
+            assert_eq!(code(&s.handle(bob1, None, request).await), Some(E::Invalid));
+        }
+
+        // Receipts are not messages: no summary counts them.
+        for (user, device, total) in [("alice", alice, 0), ("bob", bob1, 1)] {
+            let out = s
+                .handle(device, None, BootstrapRequest::Summary { after: 0 })
+                .await;
+            let BootstrapResponse::Summary(summary) = out.response else {
+                panic!("{out:?}")
+            };
+            assert_eq!(summary.total, total, "{user}");
+        }
+    }
+
+    #[tokio::test]
+    async fn full_mailboxes_refuse_receipts_but_never_fail_a_sync() {
+        let (s, _dir, _) = service().await;
+        let s = s.with_mailbox_limit(2);
+        let (ann, ben) = (PeerId::random(), PeerId::random());
+        s.handle(ann, None, reg("ann", PW)).await;
+        s.handle(ben, None, reg("ben", PW)).await;
+        let message = ChatMessage::text("ann", "hi", 1);
+        let id = message.id;
+        let to = "ben".into();
+        s.handle(ann, None, BootstrapRequest::Deposit { to, message })
+            .await;
+        let read = BootstrapRequest::Receipt {
+            to: "ann".into(),
+            state: ReceiptState::Read,
+            ids: vec![id],
+        };
+        let out = s.handle(ben, None, read.clone()).await;
+        assert!(matches!(out.response, BootstrapResponse::Deposited { .. }));
+        // Both mailboxes are full now: the next receipt is refused, and nothing is written.
+        let out = s.handle(ben, None, read).await;
+        assert_eq!(code(&out), Some(E::MailboxFull));
+        assert!(out.effects.is_empty());
+        assert_eq!(mailbox(&s, "ann").len(), 2);
+        assert_eq!(mailbox(&s, "ben").len(), 2);
+
+        // Ann's mailbox has no room for a delivered receipt: ben's sync is answered all the same,
+        // and the message counts as reported.
+        let out = s.handle(ben, None, sync_all(0)).await;
+        let BootstrapResponse::Mailbox { entries, last_seq } = out.response else {
+            panic!("{out:?}")
+        };
+        assert_eq!((entries.len(), last_seq), (2, 2));
+        assert!(out.effects.is_empty());
+        assert_eq!(mailbox(&s, "ann").len(), 2);
+        assert_eq!(s.store().read(|tx| tx.mailbox_delivered("ben")).unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn devices_are_listed_to_friends_only() {
+        let (s, _dir, _) = service().await;
+        let (ann1, ann2, ben, cal) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        s.handle(ann1, None, reg("ann", PW)).await;
+        s.handle(ann2, None, login("ann", PW)).await;
+        s.handle(ben, None, reg("ben", PW)).await;
+        s.handle(cal, None, reg("cal", PW)).await;
+        s.handle(
+            ben,
+            None,
+            BootstrapRequest::FriendAdd { user: "ann".into() },
+        )
+        .await;
+        s.handle(
+            ann1,
+            None,
+            BootstrapRequest::FriendAccept { user: "ben".into() },
+        )
+        .await;
+        s.handle(
+            cal,
+            None,
+            BootstrapRequest::FriendAdd { user: "ann".into() },
+        )
+        .await;
+        // Both of ann's devices are connected; the first said where it listens.
+        let addr: libp2p::Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        s.presence.set_addrs(
+            ann1,
+            vec![addr.clone().with(libp2p::multiaddr::Protocol::P2p(ann1))],
+        );
+        s.presence.device_online(ann1, "ann");
+        s.presence.device_online(ann2, "ann");
+        let devices = |user: &str| BootstrapRequest::Devices { user: user.into() };
+        let listed = |out: Outcome| match out.response {
+            BootstrapResponse::Devices { user, devices } => {
+                assert_eq!(user, "ann");
+                devices
+            }
+            other => panic!("{other:?}"),
+        };
+
+        // A friend gets both, the one with an address first.
+        let got = listed(s.handle(ben, None, devices("ANN")).await);
+        assert_eq!(
+            got,
+            [
+                DeviceInfo {
+                    peer: ann1.to_bytes(),
+                    addrs: vec![serde_bytes::ByteBuf::from(addr.to_vec())],
+                },
+                DeviceInfo {
+                    peer: ann2.to_bytes(),
+                    addrs: Vec::new(),
+                },
+            ]
+        );
+        // Ann's own device gets her other one.
+        let got = listed(s.handle(ann2, None, devices("ann")).await);
+        assert_eq!(
+            got.iter().map(|d| d.peer.clone()).collect::<Vec<_>>(),
+            [ann1.to_bytes()]
+        );
+        // Someone who only asked to be friends gets an empty list.
+        assert!(listed(s.handle(cal, None, devices("ann")).await).is_empty());
+        assert_eq!(
+            code(&s.handle(cal, None, devices("nobody")).await),
+            Some(E::UnknownUser)
+        );
+        assert_eq!(
+            code(&s.handle(PeerId::random(), None, devices("ann")).await),
+            Some(E::NotLoggedIn)
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,11 @@
 //! Every write is one durable transaction ([`Store::write`]): a closure that reads and writes
 //! through [`Tx`], so a service's check-then-act (e.g. "not friends yet, so add a request") is
 //! atomic. Reads that need no consistency with a write use [`Store::read`].
+//!
+//! A mailbox (`mailbox_*` on [`Tx`]) is one account's sequence of [`MailboxEntry`]s: the direct
+//! messages it sent and received (deduplicated by author and message id) and the delivery and
+//! read receipts about them (never deduplicated), numbered by a per-owner sequence that only
+//! grows. A per-owner mark records up to where the incoming messages were reported delivered.
 
 pub mod backup;
 pub(crate) mod tables;
@@ -11,8 +16,8 @@ pub(crate) mod tables;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use confab_protocol::bootstrap::MailboxEntry;
-use confab_protocol::{ContentHash, MessageId};
+use confab_protocol::bootstrap::{MailboxEntry, MailboxItem};
+use confab_protocol::{ChatMessage, ContentHash, MessageId};
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     WriteTransaction,
@@ -142,6 +147,37 @@ fn to_cbor<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 fn from_cbor<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
     cbor4ii::serde::from_slice(b).map_err(|e| StoreError::Corrupt(format!("{e:?}")))
+}
+
+/// A mailbox entry as stored before entries could hold receipts: a `message` field where there is
+/// an `item` now. Such records are read as [`MailboxItem::Message`], so a database written by an
+/// older server keeps syncing and expiring.
+#[derive(Deserialize)]
+struct LegacyMailboxEntry {
+    seq: u64,
+    conversation: String,
+    from_user: String,
+    #[serde(with = "serde_bytes")]
+    from_device: Vec<u8>,
+    outgoing: bool,
+    stored_at: u64,
+    message: ChatMessage,
+}
+
+/// Decodes a stored mailbox entry, in the current form or the one before receipts.
+fn decode_entry(raw: &[u8]) -> Result<MailboxEntry, StoreError> {
+    from_cbor::<MailboxEntry>(raw).or_else(|error| match from_cbor::<LegacyMailboxEntry>(raw) {
+        Ok(old) => Ok(MailboxEntry {
+            seq: old.seq,
+            conversation: old.conversation,
+            from_user: old.from_user,
+            from_device: old.from_device,
+            outgoing: old.outgoing,
+            stored_at: old.stored_at,
+            item: MailboxItem::Message(old.message),
+        }),
+        Err(_) => Err(error),
+    })
 }
 
 /// The handle to the database. Cheap to clone; its methods block (call them off the event loop),
@@ -402,6 +438,7 @@ impl Tx {
         self.w()?.open_table(MAILBOX)?;
         self.w()?.open_table(MAILBOX_IDS)?;
         self.w()?.open_table(MAILBOX_SEQ)?;
+        self.w()?.open_table(MAILBOX_DELIVERED)?;
         Ok(())
     }
 
@@ -633,7 +670,9 @@ impl Tx {
             .map(|v| v.value())))
     }
 
-    /// Appends an entry to `owner`'s mailbox with the next sequence number, which it returns.
+    /// Appends an entry to `owner`'s mailbox with the next sequence number, which it returns. A
+    /// message is recorded for deduplication ([`Tx::mailbox_seq_of`]); a receipt is not (its ids
+    /// name other entries' messages).
     pub fn mailbox_append(
         &mut self,
         owner: &str,
@@ -642,15 +681,38 @@ impl Tx {
         let seq = self.mailbox_last_seq(owner)? + 1;
         self.w()?.open_table(MAILBOX_SEQ)?.insert(owner, seq)?;
         entry.seq = seq;
-        let author = entry.from_user.clone();
-        let id = *entry.message.id.as_bytes();
         self.w()?
             .open_table(MAILBOX)?
             .insert((owner, seq), to_cbor(&entry)?.as_slice())?;
-        self.w()?
-            .open_table(MAILBOX_IDS)?
-            .insert((owner, author.as_str(), id.as_slice()), seq)?;
+        if let MailboxItem::Message(message) = &entry.item {
+            self.w()?.open_table(MAILBOX_IDS)?.insert(
+                (
+                    owner,
+                    entry.from_user.as_str(),
+                    message.id.as_bytes().as_slice(),
+                ),
+                seq,
+            )?;
+        }
         Ok(seq)
+    }
+
+    /// The highest sequence number of `owner`'s mailbox up to which its incoming messages have
+    /// been reported delivered to their authors (0: none yet).
+    pub fn mailbox_delivered(&self, owner: &str) -> Result<u64, StoreError> {
+        with_table!(self, MAILBOX_DELIVERED, |t| Ok(t
+            .get(owner)?
+            .map_or(0, |v| v.value())))
+    }
+
+    /// Raises the mark of [`Tx::mailbox_delivered`] to `seq`; a lower `seq` leaves it as it is.
+    pub fn set_mailbox_delivered(&mut self, owner: &str, seq: u64) -> Result<(), StoreError> {
+        let mut table = self.w()?.open_table(MAILBOX_DELIVERED)?;
+        let current = table.get(owner)?.map_or(0, |v| v.value());
+        if seq > current {
+            table.insert(owner, seq)?;
+        }
+        Ok(())
     }
 
     /// `owner`'s entries after `after`, oldest first: at most `limit`, and no more than `max_bytes`
@@ -672,14 +734,14 @@ impl Tx {
                     break;
                 }
                 bytes += raw.len();
-                out.push(from_cbor(raw)?);
+                out.push(decode_entry(raw)?);
             }
             Ok(out)
         })
     }
 
-    /// Incoming entries of `owner` after `after`, counted per conversation:
-    /// `(conversation, count, newest seq)`.
+    /// Incoming messages of `owner` after `after`, counted per conversation:
+    /// `(conversation, count, newest seq)`. Receipts are not counted: they are not messages.
     pub fn mailbox_incoming_counts(
         &self,
         owner: &str,
@@ -690,8 +752,8 @@ impl Tx {
                 std::collections::HashMap::new();
             for entry in t.range((owner, after.saturating_add(1))..=(owner, u64::MAX))? {
                 let (key, value) = entry?;
-                let e: MailboxEntry = from_cbor(value.value())?;
-                if !e.outgoing {
+                let e = decode_entry(value.value())?;
+                if !e.outgoing && matches!(e.item, MailboxItem::Message(_)) {
                     let c = counts.entry(e.conversation).or_insert((0, 0));
                     c.0 = c.0.saturating_add(1);
                     c.1 = key.value().1;
@@ -717,7 +779,7 @@ impl Tx {
                 if skip_owner.as_deref() == Some(owner) {
                     continue;
                 }
-                let e: MailboxEntry = from_cbor(value.value())?;
+                let e = decode_entry(value.value())?;
                 if e.stored_at < before_ms {
                     out.push((owner.to_owned(), seq));
                     if out.len() >= max {
@@ -737,7 +799,8 @@ impl Tx {
         Ok(expired.len())
     }
 
-    /// Removes `owner`'s whole mailbox (account deletion); the deduplication records go too.
+    /// Removes `owner`'s whole mailbox (account deletion); the deduplication records, the
+    /// sequence counter and the delivered mark go too (a new account of that name starts afresh).
     pub fn mailbox_clear(&mut self, owner: &str) -> Result<(), StoreError> {
         let seqs: Vec<u64> = with_table!(self, MAILBOX, |t| {
             let mut seqs = Vec::new();
@@ -769,6 +832,70 @@ impl Tx {
         }
         drop(ids);
         self.w()?.open_table(MAILBOX_SEQ)?.remove(owner)?;
+        self.w()?.open_table(MAILBOX_DELIVERED)?.remove(owner)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries written before receipts existed (`message`, not `item`) still sync, count and
+    /// expire.
+    #[test]
+    fn entries_from_before_receipts_are_read_as_messages() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            seq: u64,
+            conversation: &'a str,
+            from_user: &'a str,
+            #[serde(with = "serde_bytes")]
+            from_device: Vec<u8>,
+            outgoing: bool,
+            stored_at: u64,
+            message: &'a ChatMessage,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), vec![1]).unwrap();
+        let message = ChatMessage::text("ann", "old", 1);
+        let old = Old {
+            seq: 1,
+            conversation: "user:ann",
+            from_user: "ann",
+            from_device: vec![7],
+            outgoing: false,
+            stored_at: 5,
+            message: &message,
+        };
+        store
+            .write(|tx| {
+                tx.w()?
+                    .open_table(MAILBOX)?
+                    .insert(("ben", 1), to_cbor(&old)?.as_slice())?;
+                tx.w()?.open_table(MAILBOX_SEQ)?.insert("ben", 1)?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let page = store
+            .read(|tx| tx.mailbox_page("ben", 0, 10, usize::MAX))
+            .unwrap();
+        assert_eq!(
+            page,
+            [MailboxEntry {
+                seq: 1,
+                conversation: "user:ann".into(),
+                from_user: "ann".into(),
+                from_device: vec![7],
+                outgoing: false,
+                stored_at: 5,
+                item: MailboxItem::Message(message),
+            }]
+        );
+        let counts = store
+            .read(|tx| tx.mailbox_incoming_counts("ben", 0))
+            .unwrap();
+        assert_eq!(counts, [("user:ann".to_owned(), 1, 1)]);
+        assert_eq!(store.write(|tx| tx.mailbox_expire(6, 10)).unwrap(), 1);
     }
 }

@@ -193,6 +193,11 @@ pub(crate) enum Command {
         limit: usize,
         reply: Reply<Result<Vec<Message>, QueryError>>,
     },
+    /// Marks a conversation's unread messages read.
+    MarkRead {
+        conversation: Conversation,
+        reply: Reply<Result<usize, QueryError>>,
+    },
     /// A request for the bootstrap; the loop picks the bootstrap and keeps the session.
     Bootstrap {
         request: BootstrapRequest,
@@ -289,6 +294,21 @@ impl Client {
         self.ask(|reply| Command::History { with, limit, reply })
             .await
             .unwrap_or(Err(QueryError::NodeStopped))
+    }
+
+    /// Marks every unread incoming message of `conversation` read; returns how many were.
+    /// Each becomes a `delivery {id, state: read}` event here. In a `user:` conversation the
+    /// authors' devices are told too (a read receipt through the bootstrap, kept until it is
+    /// stored there), and so are this account's other devices; a `peer:` or `broadcast`
+    /// conversation is marked on this device only.
+    pub async fn mark_read(&self, conversation: &Conversation) -> Result<usize, QueryError> {
+        let conversation = conversation.clone();
+        self.ask(|reply| Command::MarkRead {
+            conversation,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(QueryError::NodeStopped))
     }
 
     async fn call(&self, request: BootstrapRequest) -> Result<BootstrapResponse, CallError> {

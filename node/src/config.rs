@@ -75,6 +75,18 @@ pub mod limits {
     pub const MAILBOX_RETRY_MAX: Duration = Duration::from_secs(60);
     /// Entries asked for in one mailbox page (the bootstrap may send fewer).
     pub const MAILBOX_PAGE: u32 = confab_protocol::limits::MAX_SYNC_PAGE;
+    /// `mark_read` looks at this many of a conversation's latest messages at most.
+    pub const MAX_MARK_READ: usize = 10_000;
+    /// A user's devices, as the bootstrap listed them, are asked again after this long (or at
+    /// once when the user's presence changes).
+    pub const DEVICES_TTL: Duration = Duration::from_secs(60);
+    /// Users whose devices are remembered at most (the least recently used are forgotten).
+    pub const MAX_KNOWN_USERS: usize = 1024;
+    /// A message to a user waits this long at most for one of the user's devices to be
+    /// reachable directly; the mailbox delivers it anyway.
+    pub const DIRECT_USER_WAIT: Duration = Duration::from_secs(30);
+    /// Messages to users waiting for the device list or a connection, per user or device.
+    pub const MAX_DIRECT_USER_QUEUE: usize = 256;
 }
 
 /// How a node is set up. [`Config::new`] gives the defaults for a data dir.

@@ -5,12 +5,13 @@
 //! This file holds messaging and peers; the bootstrap side (connection upkeep, account requests,
 //! the session, notifications) is in `event_loop/accounts.rs`, the account's mailbox (deposits of
 //! messages to users, offline catch-up, history from other devices) in `event_loop/mailbox.rs`,
-//! and NAT traversal (relay reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in
+//! direct delivery of messages to users' devices in `event_loop/reach.rs`, and NAT traversal (relay reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in
 //! `event_loop/nat.rs`.
 
 mod accounts;
 mod mailbox;
 mod nat;
+mod reach;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -53,7 +54,7 @@ use crate::event::Event;
 use crate::keep_alive;
 use crate::mailbox::Mailbox;
 use crate::net::{self, BootstrapCodec, DirectCodec, IDENTIFY_PROTOCOL, NotifyCodec};
-use crate::store::{Inserted, KnownPeer, Outbox, Store, StoredMessage, StoredSession};
+use crate::store::{Inserted, KnownPeer, Outbox, PageOutcome, Store, StoredMessage, StoredSession};
 
 /// Addresses remembered per peer at most.
 const MAX_ADDRS_PER_PEER: usize = 16;
@@ -150,6 +151,36 @@ impl PeerEntry {
     }
 }
 
+/// A message on its way to one peer over `/confab/direct/1`.
+#[derive(Debug, Clone)]
+enum Outgoing {
+    /// To the conversation `peer:` with it: in the store's outbox, tried until acknowledged.
+    Peer(ChatMessage),
+    /// To a device of the account `to`, besides the mailbox deposit: tried until `until`, then
+    /// left to the mailbox.
+    User {
+        to: String,
+        message: ChatMessage,
+        until: Instant,
+    },
+}
+
+impl Outgoing {
+    fn message(&self) -> &ChatMessage {
+        match self {
+            Outgoing::Peer(m) | Outgoing::User { message: m, .. } => m,
+        }
+    }
+
+    /// Still worth sending at `now`.
+    fn live(&self, now: Instant) -> bool {
+        match self {
+            Outgoing::Peer(_) => true,
+            Outgoing::User { until, .. } => *until > now,
+        }
+    }
+}
+
 /// A store operation finished; the loop acts on the result.
 enum StoreDone {
     /// A message this node sends is stored: answer the client, then put it on the wire.
@@ -165,12 +196,13 @@ enum StoreDone {
     MailboxPage {
         epoch: u64,
         cursor: u64,
-        result: Result<Vec<(Inserted, StoredMessage)>, StoreError>,
+        result: Result<Vec<PageOutcome>, StoreError>,
     },
     /// A direct message from `peer` is stored (or not): acknowledge (or refuse).
     Inbound {
         peer: PeerId,
         user: Option<String>,
+        conversation: Conversation,
         message: ChatMessage,
         channel: ResponseChannel<DirectResponse>,
         result: Result<Inserted, StoreError>,
@@ -181,6 +213,13 @@ enum StoreDone {
         user: Option<String>,
         message: ChatMessage,
         result: Result<Inserted, StoreError>,
+    },
+    /// A conversation is marked read (`receipt`: the author account and receiver of the read
+    /// receipt to deposit).
+    MarkedRead {
+        receipt: Option<(String, String)>,
+        result: Result<Vec<MessageId>, StoreError>,
+        reply: Reply<Result<usize, QueryError>>,
     },
     /// Nothing left to do (bookkeeping writes, answered queries).
     Nothing,
@@ -315,16 +354,19 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         peers.insert(peer_id, entry);
     }
 
-    let mut outbox: HashMap<PeerId, VecDeque<ChatMessage>> = HashMap::new();
+    let mut outbox: HashMap<PeerId, VecDeque<Outgoing>> = HashMap::new();
     for (peer, record) in store.outbox().await? {
         if let (Ok(peer), Some(text)) = (peer.parse::<PeerId>(), record.text) {
-            outbox.entry(peer).or_default().push_back(ChatMessage {
-                id: record.id,
-                sent_at: record.sent_at,
-                sender_name: record.from_name,
-                text: Some(text),
-                author_cert: None,
-            });
+            outbox
+                .entry(peer)
+                .or_default()
+                .push_back(Outgoing::Peer(ChatMessage {
+                    id: record.id,
+                    sent_at: record.sent_at,
+                    sender_name: record.from_name,
+                    text: Some(text),
+                    author_cert: None,
+                }));
         }
     }
 
@@ -361,6 +403,10 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         };
         mailbox.add_deposit(author, to, message, now);
     }
+    // Read receipts still waiting for the bootstrap, merged per receiver.
+    for (author, to, id) in store.receipt_outbox().await? {
+        mailbox.add_read(author, to, vec![id], now);
+    }
 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
@@ -380,6 +426,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         pending_dials: HashMap::new(),
         in_flight: HashMap::new(),
         outbox,
+        devices: HashMap::new(),
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -518,9 +565,11 @@ struct EventLoop {
     ready: Option<oneshot::Sender<Result<(), StartError>>>,
     pending_dials: HashMap<ConnectionId, (String, Reply<Result<String, DialError>>)>,
     /// Direct messages on the wire, by request.
-    in_flight: HashMap<OutboundRequestId, (PeerId, ChatMessage)>,
+    in_flight: HashMap<OutboundRequestId, (PeerId, Outgoing)>,
     /// Direct messages waiting for their peer to be reachable.
-    outbox: HashMap<PeerId, VecDeque<ChatMessage>>,
+    outbox: HashMap<PeerId, VecDeque<Outgoing>>,
+    /// What this node knows of other users' devices, for delivering to them directly.
+    devices: HashMap<String, reach::KnownDevices>,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -644,6 +693,10 @@ impl EventLoop {
                 });
             }
             Command::Bootstrap { request, reply } => self.handle_bootstrap_call(request, reply),
+            Command::MarkRead {
+                conversation,
+                reply,
+            } => self.handle_mark_read(conversation, reply),
             // `run` handles shutdown before dispatching here.
             Command::Shutdown(reply) => {
                 let _ = reply.send(Err(QueryError::NodeStopped));
@@ -806,13 +859,21 @@ impl EventLoop {
                 }));
                 match (&to, to.peer_id(), author) {
                     (_, Some(peer), _) => {
-                        self.outbox.entry(peer).or_default().push_back(message);
+                        self.outbox
+                            .entry(peer)
+                            .or_default()
+                            .push_back(Outgoing::Peer(message));
                         self.flush_outbox(peer);
                     }
                     (Conversation::User(user), _, Some(author)) => {
-                        self.mailbox
-                            .add_deposit(author, user.clone(), message, Instant::now());
+                        self.mailbox.add_deposit(
+                            author,
+                            user.clone(),
+                            message.clone(),
+                            Instant::now(),
+                        );
                         self.drive_mailbox();
+                        self.deliver_to_user(user.clone(), message);
                     }
                     (Conversation::Broadcast, _, _) => self.publish_broadcast(message),
                     // `handle_send` refuses everything else before storing.
@@ -827,6 +888,7 @@ impl EventLoop {
             StoreDone::Inbound {
                 peer,
                 user,
+                conversation,
                 message,
                 channel,
                 result,
@@ -851,7 +913,7 @@ impl EventLoop {
                     tracing::debug!("{peer} went away before its ack");
                 }
                 if let Ok(Inserted::New) = result {
-                    self.emit_incoming(peer, user, Conversation::peer(&peer), message);
+                    self.emit_incoming(peer, user, conversation, message);
                 }
             }
             StoreDone::Broadcast {
@@ -866,6 +928,11 @@ impl EventLoop {
                 Ok(Inserted::Duplicate) => {}
                 Err(e) => tracing::error!("cannot store a broadcast from {author}: {e}"),
             },
+            StoreDone::MarkedRead {
+                receipt,
+                result,
+                reply,
+            } => self.handle_marked_read(receipt, result, reply),
             StoreDone::Nothing => {}
         }
     }
@@ -925,6 +992,14 @@ impl EventLoop {
     /// Sends what waits for `peer` if it is connected, or dials it: directly if addresses are
     /// known, else (and when the direct dial fails) through a bootstrap's relay.
     fn flush_outbox(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        if let Some(queue) = self.outbox.get_mut(&peer) {
+            // Messages to users that found no way to this device in time are the mailbox's.
+            queue.retain(|m| m.live(now));
+            if queue.is_empty() {
+                self.outbox.remove(&peer);
+            }
+        }
         if !self.swarm.is_connected(&peer) {
             if self.outbox.get(&peer).is_some_and(|q| !q.is_empty()) {
                 let opts = DialOpts::peer_id(peer)
@@ -942,14 +1017,24 @@ impl EventLoop {
             return;
         };
         let cert = self.session.as_ref().map(|s| s.cert.clone());
-        for mut message in queue {
+        for item in queue {
+            let mut message = item.message().clone();
             message.author_cert = cert.clone();
-            let request = self
+            let request = match &item {
+                Outgoing::Peer(_) => DirectRequest::Chat(message),
+                // Without a session there is no certificate: the mailbox delivers it later.
+                Outgoing::User { .. } if cert.is_none() => continue,
+                Outgoing::User { to, .. } => DirectRequest::UserChat {
+                    to: to.clone(),
+                    message,
+                },
+            };
+            let id = self
                 .swarm
                 .behaviour_mut()
                 .direct
-                .send_request(&peer, DirectRequest::Chat(message.clone()));
-            self.in_flight.insert(request, (peer, message));
+                .send_request(&peer, request);
+            self.in_flight.insert(id, (peer, item));
         }
     }
 
@@ -1318,23 +1403,24 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let Some((_, message)) = self.in_flight.remove(&request_id) else {
+                let Some((_, item)) = self.in_flight.remove(&request_id) else {
                     return;
                 };
+                let message_id = item.message().id;
                 match response {
                     // The peer is the receiving device itself: sent and delivered at once.
-                    DirectResponse::Ack { id } if id == message.id => {
+                    DirectResponse::Ack { id } if id == message_id => {
                         self.set_delivery(id, DeliveryState::Delivered)
                     }
                     DirectResponse::Rejected {
                         reason: RejectReason::StorageFailed,
                         ..
                     } => {
-                        tracing::warn!("{peer} could not store {}; will retry", message.id);
-                        self.outbox.entry(peer).or_default().push_back(message);
+                        tracing::warn!("{peer} could not store {message_id}; will retry");
+                        self.outbox.entry(peer).or_default().push_back(item);
                     }
                     other => {
-                        tracing::warn!("{peer} refused {}: {other:?}", message.id);
+                        tracing::warn!("{peer} refused {message_id}: {other:?}");
                     }
                 }
             }
@@ -1344,12 +1430,12 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some((_, message)) = self.in_flight.remove(&request_id) {
+                if let Some((_, item)) = self.in_flight.remove(&request_id) {
                     tracing::debug!(
                         "sending {} to {peer} failed ({error}); will retry",
-                        message.id
+                        item.message().id
                     );
-                    self.outbox.entry(peer).or_default().push_back(message);
+                    self.outbox.entry(peer).or_default().push_back(item);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1366,8 +1452,27 @@ impl EventLoop {
         channel: ResponseChannel<DirectResponse>,
     ) {
         let reject = |reason| DirectResponse::Rejected { id: None, reason };
-        let message = match request {
-            DirectRequest::Chat(message) => message,
+        let (message, conversation, user) = match request {
+            DirectRequest::Chat(message) => {
+                let user = self.certified_user(&peer, &message);
+                (message, Conversation::peer(&peer), user)
+            }
+            DirectRequest::UserChat { to, message } => match self.user_chat(&peer, &to, &message) {
+                Ok(author) => (message, Conversation::User(author.clone()), Some(author)),
+                Err(detail) => {
+                    tracing::debug!("refusing {} from {peer}: {detail}", message.id);
+                    let response = DirectResponse::Rejected {
+                        id: Some(message.id),
+                        reason: RejectReason::Invalid { detail },
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, response);
+                    return;
+                }
+            },
             _ => {
                 let _ = self
                     .swarm
@@ -1385,14 +1490,14 @@ impl EventLoop {
                 .send_response(channel, reject(RejectReason::StorageFailed));
             return;
         }
-        let user = self.certified_user(&peer, &message);
-        let record = incoming_record(Conversation::peer(&peer), &peer, user.clone(), &message);
+        let record = incoming_record(conversation.clone(), &peer, user.clone(), &message);
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.insert_message(record, None).await;
             StoreDone::Inbound {
                 peer,
                 user,
+                conversation,
                 message,
                 channel,
                 result,

@@ -10,6 +10,8 @@
 //!   Only the queues of the account logged in now are sent (a message is deposited as its author,
 //!   never as whoever logs in later). A failed deposit is retried after a back-off
 //!   ([`MAILBOX_RETRY_MIN`] doubling to [`MAILBOX_RETRY_MAX`]); a new session retries at once.
+//!   Read receipts for the receiver's messages wait in the same queue, behind the messages
+//!   written before them.
 //! - **Sync.** When the session is (re)established: first `Summary` (who wrote while this device
 //!   was away), then `Sync` pages from the cursor until the mailbox's `last_seq`. A `Mailbox`
 //!   push asks for a sync too; pushes during a sync only mark it to run again, so one sync runs at
@@ -21,6 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use confab_protocol::bootstrap::MailboxEntry;
+use confab_protocol::limits::MAX_RECEIPT_IDS;
 use confab_protocol::{ChatMessage, MessageId};
 
 use crate::config::limits::{
@@ -42,12 +45,38 @@ pub(crate) enum Action {
         to: String,
         message: Box<ChatMessage>,
     },
+    /// `Receipt { to, state: Read, ids }` as `author`; answer with [`Mailbox::deposit_done`] or
+    /// [`Mailbox::deposit_failed`] with `key`.
+    Receipt {
+        author: String,
+        to: String,
+        key: MessageId,
+        ids: Vec<MessageId>,
+    },
 }
 
-/// Messages from one author to one receiver, oldest first.
+/// What waits in a queue: a message, or read receipts for messages of the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Message(ChatMessage),
+    /// Never empty, at most [`MAX_RECEIPT_IDS`].
+    Read(Vec<MessageId>),
+}
+
+impl Item {
+    /// What answers name it by: the message's id, or the first id of the receipt.
+    fn key(&self) -> MessageId {
+        match self {
+            Item::Message(m) => m.id,
+            Item::Read(ids) => ids[0],
+        }
+    }
+}
+
+/// What one author has for one receiver, oldest first.
 #[derive(Debug)]
 struct Queue {
-    messages: VecDeque<ChatMessage>,
+    messages: VecDeque<Item>,
     /// The head is on the wire.
     in_flight: bool,
     next_attempt: Instant,
@@ -86,7 +115,7 @@ pub(crate) struct Mailbox {
     sync_backoff: Duration,
     /// By (author, receiver).
     queues: BTreeMap<(String, String), Queue>,
-    /// Messages in all queues.
+    /// Items (messages and receipts) in all queues.
     pending: usize,
 }
 
@@ -136,11 +165,54 @@ impl Mailbox {
             .queues
             .entry((author, to))
             .or_insert_with(|| Queue::new(now));
-        if queue.messages.iter().any(|m| m.id == message.id) {
+        if queue
+            .messages
+            .iter()
+            .any(|m| matches!(m, Item::Message(m) if m.id == message.id))
+        {
             return;
         }
-        queue.messages.push_back(message);
+        queue.messages.push_back(Item::Message(message));
         self.pending += 1;
+    }
+
+    /// `author` read messages that `to` sent: a receipt waits to be deposited, in order with
+    /// `author`'s messages to `to`. Receipts waiting together are merged (up to
+    /// [`MAX_RECEIPT_IDS`] ids each).
+    pub(crate) fn add_read(
+        &mut self,
+        author: String,
+        to: String,
+        ids: Vec<MessageId>,
+        now: Instant,
+    ) {
+        if ids.is_empty() {
+            return;
+        }
+        let queue = self
+            .queues
+            .entry((author, to))
+            .or_insert_with(|| Queue::new(now));
+        let mut ids = ids.into_iter().peekable();
+        while ids.peek().is_some() {
+            // The head on the wire is never changed: its answer names it.
+            let open = queue.messages.len() > usize::from(queue.in_flight);
+            match queue.messages.back_mut() {
+                Some(Item::Read(batch)) if open && batch.len() < MAX_RECEIPT_IDS => {
+                    while batch.len() < MAX_RECEIPT_IDS {
+                        let Some(id) = ids.next() else { break };
+                        if !batch.contains(&id) {
+                            batch.push(id);
+                        }
+                    }
+                }
+                _ => {
+                    let batch: Vec<MessageId> = ids.by_ref().take(MAX_RECEIPT_IDS).collect();
+                    queue.messages.push_back(Item::Read(batch));
+                    self.pending += 1;
+                }
+            }
+        }
     }
 
     /// The bootstrap confirmed a session for `user` (a login, or the refresh on a new
@@ -234,10 +306,18 @@ impl Mailbox {
             };
             queue.in_flight = true;
             in_flight += 1;
-            actions.push(Action::Deposit {
-                author: author.clone(),
-                to: to.clone(),
-                message: Box::new(head.clone()),
+            actions.push(match head {
+                Item::Message(message) => Action::Deposit {
+                    author: author.clone(),
+                    to: to.clone(),
+                    message: Box::new(message.clone()),
+                },
+                Item::Read(ids) => Action::Receipt {
+                    author: author.clone(),
+                    to: to.clone(),
+                    key: head.key(),
+                    ids: ids.clone(),
+                },
             });
         }
         actions
@@ -304,14 +384,14 @@ impl Mailbox {
         self.sync_backoff = (self.sync_backoff * 2).min(MAILBOX_RETRY_MAX);
     }
 
-    /// The deposit of `id` is settled for good: stored by the bootstrap, or refused in a way no
-    /// retry can change. The next message of its queue may go.
+    /// The deposit of `id` (a message's id or a receipt's key) is settled for good: stored by
+    /// the bootstrap, or refused in a way no retry can change. The next item of its queue may go.
     pub(crate) fn deposit_done(&mut self, author: &str, to: &str, id: MessageId, now: Instant) {
         let key = (author.to_owned(), to.to_owned());
         let Some(queue) = self.queues.get_mut(&key) else {
             return;
         };
-        if queue.messages.front().is_some_and(|m| m.id == id) {
+        if queue.messages.front().is_some_and(|m| m.key() == id) {
             queue.messages.pop_front();
             self.pending = self.pending.saturating_sub(1);
             queue.in_flight = false;
@@ -329,7 +409,7 @@ impl Mailbox {
         let Some(queue) = self.queues.get_mut(&(author.to_owned(), to.to_owned())) else {
             return;
         };
-        if queue.in_flight && queue.messages.front().is_some_and(|m| m.id == id) {
+        if queue.in_flight && queue.messages.front().is_some_and(|m| m.key() == id) {
             queue.in_flight = false;
             queue.next_attempt = now + queue.backoff;
             queue.backoff = (queue.backoff * 2).min(MAILBOX_RETRY_MAX);
@@ -353,7 +433,7 @@ mod tests {
             from_device: vec![1],
             outgoing: false,
             stored_at: 0,
-            message: message("x"),
+            item: confab_protocol::bootstrap::MailboxItem::Message(message("x")),
         }
     }
 
@@ -422,6 +502,55 @@ mod tests {
         mb.session_ended();
         mb.session_started("zed", t3);
         assert_eq!(deposits(&mb.poll(t3)), [("bob".into(), Some("z".into()))]);
+    }
+
+    #[test]
+    fn read_receipts_queue_behind_messages_and_merge_until_they_go() {
+        let t0 = Instant::now();
+        let mut mb = Mailbox::new(Some("alice".into()), None);
+        mb.session_started("alice", t0);
+        let m = message("1");
+        let (a, b, c) = (
+            MessageId::random(),
+            MessageId::random(),
+            MessageId::random(),
+        );
+        mb.add_deposit("alice".into(), "bob".into(), m.clone(), t0);
+        mb.add_read("alice".into(), "bob".into(), vec![a], t0);
+        mb.add_read("alice".into(), "bob".into(), vec![b, a], t0); // merged, a once
+        mb.add_read("alice".into(), "bob".into(), Vec::new(), t0); // nothing
+        assert_eq!(mb.pending(), 2);
+        let receipts = |actions: &[Action]| -> Vec<Vec<MessageId>> {
+            actions
+                .iter()
+                .filter_map(|x| match x {
+                    Action::Receipt { ids, .. } => Some(ids.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The message first; the receipt waits behind it.
+        let first = mb.poll(t0);
+        assert_eq!(deposits(&first).len(), 1);
+        assert!(receipts(&first).is_empty());
+        mb.deposit_done("alice", "bob", m.id, t0);
+        let second = mb.poll(t0);
+        assert_eq!(receipts(&second), [vec![a, b]]);
+        // On the wire: a new read goes into a new receipt, not into the one in flight.
+        mb.add_read("alice".into(), "bob".into(), vec![c], t0);
+        assert!(receipts(&mb.poll(t0)).is_empty());
+        mb.deposit_done("alice", "bob", a, t0);
+        assert_eq!(receipts(&mb.poll(t0)), [vec![c]]);
+        mb.deposit_done("alice", "bob", c, t0);
+        assert_eq!(mb.pending(), 0);
+        // More than fit in one receipt: split.
+        let many: Vec<MessageId> = (0..MAX_RECEIPT_IDS + 3)
+            .map(|_| MessageId::random())
+            .collect();
+        mb.add_read("alice".into(), "bob".into(), many.clone(), t0);
+        assert_eq!(mb.pending(), 2);
+        let split = receipts(&mb.poll(t0));
+        assert_eq!(split, [many[..MAX_RECEIPT_IDS].to_vec()]);
     }
 
     #[test]

@@ -97,7 +97,6 @@ const NOT_YET: &[&str] = &[
     "blocked",
     "dnd",
     "mute",
-    "mark_read",
     "fetch_file",
 ];
 
@@ -403,6 +402,10 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
             };
             let messages = client.history(&with, limit).await?;
             Ok(Value::Array(messages.iter().map(message_json).collect()))
+        }
+        "mark_read" => {
+            let conversation = parse_conversation(param_str(params, "conversation")?)?;
+            Ok(json!({ "marked": client.mark_read(&conversation).await? }))
         }
         "register" => {
             let (user, password) = (param_str(params, "user")?, param_str(params, "password")?);

@@ -21,6 +21,11 @@
 //! - `mailbox_outbox_v1`: `message key -> username`: messages to users not yet stored by the
 //!   bootstrap (written in the transaction that stores the message).
 //! - `peers_v1`: `peer id -> record` (CBOR): peers seen, their names and addresses.
+//! - `message_ids_v1`: `(conversation, message id) -> message key`: finds the message a receipt
+//!   names (receipts carry ids, not authors' devices). Per conversation, so an id replayed in
+//!   another conversation cannot attract a receipt.
+//! - `receipt_outbox_v1`: `(author account, receiver, message id) -> local seq`: read receipts
+//!   not yet stored by the bootstrap (written in the transaction that marks the messages read).
 
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -35,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{DeliveryState, PeerSource};
-use crate::config::limits::{STORE_BATCH, STORE_QUEUE};
+use crate::config::limits::{MAX_MARK_READ, STORE_BATCH, STORE_QUEUE};
 use crate::error::StoreError;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
@@ -44,6 +49,9 @@ const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("histo
 const OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("outbox_v1");
 const MAILBOX_OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("mailbox_outbox_v1");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers_v1");
+const MESSAGE_IDS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("message_ids_v1");
+const RECEIPT_OUTBOX: TableDefinition<(&str, &str, &[u8]), u64> =
+    TableDefinition::new("receipt_outbox_v1");
 
 const KEY_IDENTITY: &str = "identity";
 const KEY_NAME: &str = "name";
@@ -129,6 +137,31 @@ pub(crate) enum Outbox {
     Mailbox(String),
 }
 
+/// One entry of a mailbox page, as the store takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PageItem {
+    /// A message.
+    Message(StoredMessage),
+    /// A receipt: the messages `ids` of `conversation` reached `state`. `mine`: reported by
+    /// this account (its other device read them: about incoming messages); otherwise by the
+    /// other party (about messages this account sent).
+    Receipt {
+        conversation: String,
+        mine: bool,
+        state: DeliveryState,
+        ids: Vec<MessageId>,
+    },
+}
+
+/// What storing one [`PageItem`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PageOutcome {
+    /// A message, new or already here.
+    Message(Inserted, StoredMessage),
+    /// The messages a receipt raised, with their new state.
+    Raised(Vec<(MessageId, DeliveryState)>),
+}
+
 /// The result of inserting a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inserted {
@@ -146,13 +179,24 @@ enum Request {
     },
     StoreMailboxPage {
         cursor: MailboxCursor,
-        records: Vec<StoredMessage>,
-        reply: Reply<Vec<(Inserted, StoredMessage)>>,
+        items: Vec<PageItem>,
+        reply: Reply<Vec<PageOutcome>>,
     },
     FinishDeposit {
         author: String,
         id: MessageId,
         state: DeliveryState,
+        reply: Reply<bool>,
+    },
+    MarkRead {
+        conversation: String,
+        receipt: Option<(String, String)>,
+        reply: Reply<Vec<MessageId>>,
+    },
+    FinishReceipt {
+        author: String,
+        to: String,
+        ids: Vec<MessageId>,
         reply: Reply<()>,
     },
     SetDelivery {
@@ -184,6 +228,9 @@ enum Request {
     MailboxOutbox {
         reply: Reply<Vec<(String, StoredMessage)>>,
     },
+    ReceiptOutbox {
+        reply: Reply<Vec<(String, String, MessageId)>>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -196,6 +243,8 @@ impl Request {
             Request::InsertMessage { .. }
                 | Request::StoreMailboxPage { .. }
                 | Request::FinishDeposit { .. }
+                | Request::MarkRead { .. }
+                | Request::FinishReceipt { .. }
                 | Request::SetDelivery { .. }
                 | Request::PutPeer { .. }
                 | Request::SetName { .. }
@@ -208,6 +257,7 @@ impl Request {
             self,
             Request::InsertMessage { .. }
                 | Request::StoreMailboxPage { .. }
+                | Request::MarkRead { .. }
                 | Request::SetName { .. }
                 | Request::SetSession { .. }
         )
@@ -226,6 +276,9 @@ impl std::fmt::Debug for Request {
             Request::InsertMessage { .. } => "InsertMessage",
             Request::StoreMailboxPage { .. } => "StoreMailboxPage",
             Request::FinishDeposit { .. } => "FinishDeposit",
+            Request::MarkRead { .. } => "MarkRead",
+            Request::FinishReceipt { .. } => "FinishReceipt",
+            Request::ReceiptOutbox { .. } => "ReceiptOutbox",
             Request::SetDelivery { .. } => "SetDelivery",
             Request::PutPeer { .. } => "PutPeer",
             Request::SetName { .. } => "SetName",
@@ -290,29 +343,69 @@ impl Store {
     }
 
     /// Stores a page of the account's mailbox and moves its cursor, durably and in one
-    /// transaction. Each record goes through the usual deduplication; the answer says which
-    /// were new, in the page's order.
+    /// transaction. Each message goes through the usual deduplication, each receipt raises the
+    /// messages it names; the answer says what each item did, in the page's order.
     pub(crate) async fn store_mailbox_page(
         &self,
         cursor: MailboxCursor,
-        records: Vec<StoredMessage>,
-    ) -> Result<Vec<(Inserted, StoredMessage)>, StoreError> {
+        items: Vec<PageItem>,
+    ) -> Result<Vec<PageOutcome>, StoreError> {
         self.call(|reply| Request::StoreMailboxPage {
             cursor,
-            records,
+            items,
             reply,
         })
         .await
     }
 
+    /// Marks the unread incoming messages of `conversation` read; returns their ids, oldest
+    /// first. With `receipt: Some((author, to))` a read receipt for them is queued durably (in
+    /// the same transaction) until the bootstrap stores it.
+    pub(crate) async fn mark_read(
+        &self,
+        conversation: String,
+        receipt: Option<(String, String)>,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        self.call(|reply| Request::MarkRead {
+            conversation,
+            receipt,
+            reply,
+        })
+        .await
+    }
+
+    /// Read receipts leave the receipt outbox (the bootstrap stored them, or refused for good).
+    pub(crate) async fn finish_receipt(
+        &self,
+        author: String,
+        to: String,
+        ids: Vec<MessageId>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::FinishReceipt {
+            author,
+            to,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Every read receipt not yet stored by the bootstrap: `(author, to, id)`, oldest first.
+    pub(crate) async fn receipt_outbox(
+        &self,
+    ) -> Result<Vec<(String, String, MessageId)>, StoreError> {
+        self.call(|reply| Request::ReceiptOutbox { reply }).await
+    }
+
     /// A message to a user leaves the mailbox outbox: the bootstrap stored it (`Sent`) or
-    /// refused it for good (`Failed`). The delivery state never moves backwards.
+    /// refused it for good (`Failed`). The delivery state never moves backwards; the answer says
+    /// whether it moved.
     pub(crate) async fn finish_deposit(
         &self,
         author: String,
         id: MessageId,
         state: DeliveryState,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.call(|reply| Request::FinishDeposit {
             author,
             id,
@@ -403,6 +496,8 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
         txn.open_table(HISTORY)?;
         txn.open_table(OUTBOX)?;
         txn.open_table(MAILBOX_OUTBOX)?;
+        txn.open_table(MESSAGE_IDS)?;
+        txn.open_table(RECEIPT_OUTBOX)?;
         let peers_table = txn.open_table(PEERS)?;
         let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
         let identity = match stored {
@@ -468,14 +563,34 @@ struct Actor {
     db: Database,
 }
 
-/// The outcome of one write inside a batch, sent once the batch is committed.
-enum Done {
-    Inserted(Reply<Inserted>, Inserted),
-    Page(
-        Reply<Vec<(Inserted, StoredMessage)>>,
-        Vec<(Inserted, StoredMessage)>,
-    ),
-    Unit(Reply<()>),
+/// The answer to one write inside a batch, given once the batch's commit returned: its value, or
+/// the commit's error.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The answer `value` for `reply`, to be given after the commit.
+fn done<T: Send + 'static>(reply: Reply<T>, value: T) -> Done {
+    Box::new(move |committed| {
+        let _ = reply.send(committed.map(|()| value));
+    })
+}
+
+/// Runs one write of a batch: its answer waits for the commit; an error fails it at once (and
+/// with it the batch).
+fn apply<T: Send + 'static>(
+    done_list: &mut Vec<Done>,
+    reply: Reply<T>,
+    result: Result<T, StoreError>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(value) => {
+            done_list.push(done(reply, value));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e.clone()));
+            Err(e)
+        }
+    }
 }
 
 impl Actor {
@@ -528,24 +643,12 @@ impl Actor {
                         record,
                         outbox,
                         reply,
-                    } => match insert_message(&txn, *record, outbox) {
-                        Ok(outcome) => done.push(Done::Inserted(reply, outcome)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e.clone()));
-                            return Err(e);
-                        }
-                    },
+                    } => apply(&mut done, reply, insert_message(&txn, *record, outbox))?,
                     Request::StoreMailboxPage {
                         cursor,
-                        records,
+                        items,
                         reply,
-                    } => match store_mailbox_page(&txn, &cursor, records) {
-                        Ok(stored) => done.push(Done::Page(reply, stored)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e.clone()));
-                            return Err(e);
-                        }
-                    },
+                    } => apply(&mut done, reply, store_mailbox_page(&txn, &cursor, items))?,
                     Request::FinishDeposit {
                         author,
                         id,
@@ -553,83 +656,94 @@ impl Actor {
                         reply,
                     } => {
                         let key = message_key(&author, &id);
-                        raise_delivery(&txn, &key, state)?;
-                        txn.open_table(MAILBOX_OUTBOX)?.remove(key.as_slice())?;
-                        done.push(Done::Unit(reply));
+                        let raised = raise_delivery(&txn, &key, state);
+                        let removed = raised.and_then(|raised| {
+                            txn.open_table(MAILBOX_OUTBOX)?.remove(key.as_slice())?;
+                            Ok(raised)
+                        });
+                        apply(&mut done, reply, removed)?
+                    }
+                    Request::MarkRead {
+                        conversation,
+                        receipt,
+                        reply,
+                    } => apply(&mut done, reply, mark_read(&txn, &conversation, receipt))?,
+                    Request::FinishReceipt {
+                        author,
+                        to,
+                        ids,
+                        reply,
+                    } => {
+                        let removed = (|| {
+                            let mut table = txn.open_table(RECEIPT_OUTBOX)?;
+                            for id in &ids {
+                                table.remove((
+                                    author.as_str(),
+                                    to.as_str(),
+                                    id.as_bytes().as_slice(),
+                                ))?;
+                            }
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, removed)?
                     }
                     Request::SetDelivery {
                         author,
                         id,
                         state,
                         reply,
-                    } => {
-                        set_delivery(&txn, &message_key(&author, &id), state)?;
-                        done.push(Done::Unit(reply));
-                    }
+                    } => apply(
+                        &mut done,
+                        reply,
+                        set_delivery(&txn, &message_key(&author, &id), state),
+                    )?,
                     Request::PutPeer { peer, reply } => {
-                        txn.open_table(PEERS)?
-                            .insert(peer.peer_id.as_str(), to_cbor(&peer)?.as_slice())?;
-                        done.push(Done::Unit(reply));
+                        let put = (|| {
+                            txn.open_table(PEERS)?
+                                .insert(peer.peer_id.as_str(), to_cbor(&peer)?.as_slice())?;
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, put)?
                     }
                     Request::SetName { name, reply } => {
-                        txn.open_table(META)?.insert(KEY_NAME, name.as_bytes())?;
-                        done.push(Done::Unit(reply));
+                        let set = (|| {
+                            txn.open_table(META)?.insert(KEY_NAME, name.as_bytes())?;
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, set)?
                     }
                     Request::SetSession { session, reply } => {
-                        let mut meta = txn.open_table(META)?;
-                        match session {
-                            Some(session) => {
-                                meta.insert(KEY_SESSION, to_cbor(&session)?.as_slice())?;
+                        let set = (|| {
+                            let mut meta = txn.open_table(META)?;
+                            match session {
+                                Some(session) => {
+                                    meta.insert(KEY_SESSION, to_cbor(&session)?.as_slice())?;
+                                }
+                                None => {
+                                    meta.remove(KEY_SESSION)?;
+                                    meta.remove(KEY_MAILBOX_CURSOR)?;
+                                }
                             }
-                            None => {
-                                meta.remove(KEY_SESSION)?;
-                                meta.remove(KEY_MAILBOX_CURSOR)?;
-                            }
-                        }
-                        done.push(Done::Unit(reply));
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, set)?
                     }
                     // `run` partitions the batch: only writes reach this point.
                     Request::History { .. }
                     | Request::Outbox { .. }
                     | Request::MailboxOutbox { .. }
+                    | Request::ReceiptOutbox { .. }
                     | Request::Close { .. } => {}
                 }
             }
             txn.commit()?;
             Ok(())
         })();
-        match result {
-            Ok(()) => {
-                for d in done {
-                    match d {
-                        Done::Inserted(reply, outcome) => {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                        Done::Page(reply, stored) => {
-                            let _ = reply.send(Ok(stored));
-                        }
-                        Done::Unit(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!("store commit failed: {e}");
-                for d in done {
-                    match d {
-                        Done::Inserted(reply, _) => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Done::Page(reply, _) => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Done::Unit(reply) => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
+        if let Err(e) = &result {
+            tracing::error!("store commit failed: {e}");
+        }
+        for d in done {
+            d(result.clone());
         }
     }
 
@@ -647,6 +761,9 @@ impl Actor {
             }
             Request::MailboxOutbox { reply } => {
                 let _ = reply.send(self.outbox(MAILBOX_OUTBOX));
+            }
+            Request::ReceiptOutbox { reply } => {
+                let _ = reply.send(self.receipt_outbox());
             }
             other => tracing::error!("store request {other:?} routed as a read"),
         }
@@ -691,6 +808,28 @@ impl Actor {
         Ok(out)
     }
 
+    fn receipt_outbox(&self) -> Result<Vec<(String, String, MessageId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECEIPT_OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, seq) = entry?;
+            let (author, to, id) = key.value();
+            let Ok(id) = <[u8; 16]>::try_from(id) else {
+                tracing::warn!("skipping a receipt outbox entry with a bad id");
+                continue;
+            };
+            out.push((
+                seq.value(),
+                author.to_owned(),
+                to.to_owned(),
+                MessageId::from_bytes(id),
+            ));
+        }
+        out.sort_by_key(|e| e.0);
+        Ok(out.into_iter().map(|(_, a, t, id)| (a, t, id)).collect())
+    }
+
     /// A durable commit, which also makes every earlier non-durable commit durable.
     fn flush(&self) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
@@ -727,6 +866,14 @@ fn insert_message(
     messages.insert(key.as_slice(), to_cbor(&record)?.as_slice())?;
     txn.open_table(HISTORY)?
         .insert((record.conversation.as_str(), seq), key.as_slice())?;
+    let mut ids = txn.open_table(MESSAGE_IDS)?;
+    let by_id = (
+        record.conversation.as_str(),
+        record.id.as_bytes().as_slice(),
+    );
+    if ids.get(by_id)?.is_none() {
+        ids.insert(by_id, key.as_slice())?;
+    }
     match outbox {
         Some(Outbox::Peer(peer)) => {
             txn.open_table(OUTBOX)?
@@ -746,12 +893,22 @@ fn insert_message(
 fn store_mailbox_page(
     txn: &WriteTransaction,
     cursor: &MailboxCursor,
-    records: Vec<StoredMessage>,
-) -> Result<Vec<(Inserted, StoredMessage)>, StoreError> {
-    let mut stored = Vec::with_capacity(records.len());
-    for record in records {
-        let outcome = insert_message(txn, record.clone(), None)?;
-        stored.push((outcome, record));
+    items: Vec<PageItem>,
+) -> Result<Vec<PageOutcome>, StoreError> {
+    let mut stored = Vec::with_capacity(items.len());
+    for item in items {
+        stored.push(match item {
+            PageItem::Message(record) => {
+                let outcome = insert_message(txn, record.clone(), None)?;
+                PageOutcome::Message(outcome, record)
+            }
+            PageItem::Receipt {
+                conversation,
+                mine,
+                state,
+                ids,
+            } => PageOutcome::Raised(apply_receipt(txn, &conversation, mine, state, &ids)?),
+        });
     }
     let mut meta = txn.open_table(META)?;
     let current = match meta.get(KEY_MAILBOX_CURSOR)? {
@@ -765,25 +922,111 @@ fn store_mailbox_page(
     Ok(stored)
 }
 
-/// Raises a message's delivery state (never moving it backwards).
+/// Raises the messages of `conversation` named by a receipt; returns those that moved. `mine`:
+/// the receipt is this account's own (about incoming messages), else the other party's (about
+/// outgoing ones); a receipt never touches messages of the other direction.
+fn apply_receipt(
+    txn: &WriteTransaction,
+    conversation: &str,
+    mine: bool,
+    state: DeliveryState,
+    ids: &[MessageId],
+) -> Result<Vec<(MessageId, DeliveryState)>, StoreError> {
+    let index = txn.open_table(MESSAGE_IDS)?;
+    let mut raised = Vec::new();
+    for id in ids {
+        let Some(key) = index.get((conversation, id.as_bytes().as_slice()))? else {
+            continue;
+        };
+        let key = key.value().to_vec();
+        let outgoing = {
+            let messages = txn.open_table(MESSAGES)?;
+            match messages.get(key.as_slice())? {
+                Some(v) => from_cbor::<StoredMessage>(v.value())?.outgoing,
+                None => continue,
+            }
+        };
+        if outgoing == mine {
+            continue;
+        }
+        if raise_delivery(txn, &key, state)? {
+            raised.push((*id, state));
+        }
+    }
+    Ok(raised)
+}
+
+/// Marks the unread incoming messages of `conversation` read, newest first until one that is
+/// read already (everything before it was read with it) or [`MAX_MARK_READ`] were looked at;
+/// returns their ids oldest first. With `receipt: Some((author, to))` each is queued in the
+/// receipt outbox.
+fn mark_read(
+    txn: &WriteTransaction,
+    conversation: &str,
+    receipt: Option<(String, String)>,
+) -> Result<Vec<MessageId>, StoreError> {
+    let mut unread = Vec::new();
+    {
+        let history = txn.open_table(HISTORY)?;
+        let messages = txn.open_table(MESSAGES)?;
+        for entry in history
+            .range((conversation, 0)..=(conversation, u64::MAX))?
+            .rev()
+            .take(MAX_MARK_READ)
+        {
+            let (_, key) = entry?;
+            let key = key.value().to_vec();
+            let Some(value) = messages.get(key.as_slice())? else {
+                continue;
+            };
+            let record: StoredMessage = from_cbor(value.value())?;
+            if record.outgoing {
+                continue;
+            }
+            if record.delivery >= DeliveryState::Read {
+                break;
+            }
+            unread.push((key, record.id, record.seq));
+        }
+    }
+    unread.reverse();
+    for (key, _, _) in &unread {
+        raise_delivery(txn, key, DeliveryState::Read)?;
+    }
+    if let Some((author, to)) = receipt {
+        let mut outbox = txn.open_table(RECEIPT_OUTBOX)?;
+        for (_, id, seq) in &unread {
+            outbox.insert(
+                (author.as_str(), to.as_str(), id.as_bytes().as_slice()),
+                *seq,
+            )?;
+        }
+    }
+    Ok(unread.into_iter().map(|(_, id, _)| id).collect())
+}
+
+/// Raises a message's delivery state (never moving it backwards); says whether it moved.
 fn raise_delivery(
     txn: &WriteTransaction,
     key: &[u8],
     state: DeliveryState,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut messages = txn.open_table(MESSAGES)?;
     let record = match messages.get(key)? {
         Some(v) => from_cbor::<StoredMessage>(v.value())?,
-        None => return Ok(()),
+        None => return Ok(false),
     };
-    if state > record.delivery {
+    // `Failed` is final, and it is no failure once a device of the receiver has the message.
+    let reached = record.delivery >= DeliveryState::Delivered;
+    if state > record.delivery && !(state == DeliveryState::Failed && reached) {
         let updated = StoredMessage {
             delivery: state,
             ..record
         };
         messages.insert(key, to_cbor(&updated)?.as_slice())?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 fn set_delivery(
@@ -973,6 +1216,123 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn receipts_raise_only_their_direction_and_reads_are_queued_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let mut mine = record("user:bob", "mine");
+        mine.from_peer = "my-other-device".into();
+        mine.outgoing = true;
+        mine.delivery = DeliveryState::Sent;
+        let theirs: Vec<StoredMessage> = (0..3)
+            .map(|i| {
+                let mut r = record("user:bob", &format!("theirs {i}"));
+                r.from_peer = "bobs-phone".into();
+                r
+            })
+            .collect();
+        let cursor = MailboxCursor {
+            user: "alice".into(),
+            seq: 4,
+        };
+        let mut page = vec![PageItem::Message(mine.clone())];
+        page.extend(theirs.iter().cloned().map(PageItem::Message));
+        store
+            .store_mailbox_page(cursor.clone(), page)
+            .await
+            .unwrap();
+
+        // bob got and read my message (sent from my other device: found by conversation and id);
+        // his receipt naming his own message, or one of another conversation, changes nothing.
+        let receipt = |mine, state, ids: Vec<MessageId>| PageItem::Receipt {
+            conversation: "user:bob".into(),
+            mine,
+            state,
+            ids,
+        };
+        let outcome = store
+            .store_mailbox_page(
+                cursor.clone(),
+                vec![
+                    receipt(false, DeliveryState::Delivered, vec![mine.id, theirs[0].id]),
+                    receipt(false, DeliveryState::Read, vec![mine.id]),
+                    receipt(false, DeliveryState::Delivered, vec![mine.id]),
+                    PageItem::Receipt {
+                        conversation: "user:carol".into(),
+                        mine: false,
+                        state: DeliveryState::Read,
+                        ids: vec![mine.id],
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            [
+                PageOutcome::Raised(vec![(mine.id, DeliveryState::Delivered)]),
+                PageOutcome::Raised(vec![(mine.id, DeliveryState::Read)]),
+                PageOutcome::Raised(vec![]),
+                PageOutcome::Raised(vec![]),
+            ]
+        );
+
+        // My other device read bob's first message.
+        let outcome = store
+            .store_mailbox_page(
+                cursor,
+                vec![receipt(true, DeliveryState::Read, vec![theirs[0].id])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            [PageOutcome::Raised(vec![(
+                theirs[0].id,
+                DeliveryState::Read
+            )])]
+        );
+        // Reading here marks the rest (newest first until a read one), with a queued receipt.
+        let read = store
+            .mark_read("user:bob".into(), Some(("alice".into(), "bob".into())))
+            .await
+            .unwrap();
+        assert_eq!(read, [theirs[1].id, theirs[2].id]);
+        assert!(
+            store
+                .mark_read("user:bob".into(), Some(("alice".into(), "bob".into())))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await.unwrap();
+        drop(store);
+
+        let (store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let waiting = store.receipt_outbox().await.unwrap();
+        assert_eq!(
+            waiting,
+            [
+                ("alice".into(), "bob".into(), theirs[1].id),
+                ("alice".into(), "bob".into(), theirs[2].id)
+            ]
+        );
+        let history = store.history("user:bob".into(), 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(|m| m.delivery).collect::<Vec<_>>(),
+            [DeliveryState::Read; 4]
+        );
+        store
+            .finish_receipt(
+                "alice".into(),
+                "bob".into(),
+                vec![theirs[1].id, theirs[2].id],
+            )
+            .await
+            .unwrap();
+        assert!(store.receipt_outbox().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn mailbox_pages_are_deduplicated_and_move_the_cursor_with_them() {
         let dir = tempfile::tempdir().unwrap();
         let (store, opened) = Store::open(dir.path(), vec![1]).await.unwrap();
@@ -995,20 +1355,27 @@ mod tests {
             user: "alice".into(),
             seq,
         };
+        let page = vec![
+            PageItem::Message(mirrored.clone()),
+            PageItem::Message(answer.clone()),
+        ];
+        let inserted = |stored: Vec<PageOutcome>| -> Vec<Inserted> {
+            stored
+                .into_iter()
+                .map(|o| match o {
+                    PageOutcome::Message(i, _) => i,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
         let stored = store
-            .store_mailbox_page(cursor(2), vec![mirrored.clone(), answer.clone()])
+            .store_mailbox_page(cursor(2), page.clone())
             .await
             .unwrap();
-        assert_eq!(
-            stored.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            [Inserted::Duplicate, Inserted::New]
-        );
+        assert_eq!(inserted(stored), [Inserted::Duplicate, Inserted::New]);
         // The same page again (a sync repeated after a crash): nothing new, shown once.
-        let stored = store
-            .store_mailbox_page(cursor(2), vec![mirrored, answer])
-            .await
-            .unwrap();
-        assert!(stored.iter().all(|(i, _)| *i == Inserted::Duplicate));
+        let stored = store.store_mailbox_page(cursor(2), page).await.unwrap();
+        assert_eq!(inserted(stored), [Inserted::Duplicate, Inserted::Duplicate]);
         // A late page never moves the cursor back.
         store.store_mailbox_page(cursor(1), vec![]).await.unwrap();
         assert_eq!(

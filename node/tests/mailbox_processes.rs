@@ -1,5 +1,6 @@
 //! The mailbox's promise, with real processes: a message the bootstrap acknowledged survives a
-//! `kill -9` of the bootstrap right after, and reaches its offline receiver exactly once.
+//! `kill -9` of the bootstrap right after, and reaches its offline receiver exactly once; the
+//! receiver's `mark_read` comes back to the sender as `read`.
 
 mod common;
 
@@ -73,6 +74,18 @@ fn twenty_acknowledged_messages_survive_a_kill_9_of_the_bootstrap() {
         .collect();
     let want: Vec<String> = (0..20).map(|i| format!("message {i}")).collect();
     assert_eq!(texts, want, "in the order alice sent them");
+
+    // Bob reads them: each becomes `read` for alice (through a receipt in her mailbox).
+    let marked = bob.call("mark_read", json!({"conversation": "user:alice"}));
+    assert_eq!(marked, json!({"marked": 20}));
+    let mut read = HashSet::new();
+    while read.len() < 20 {
+        let d = alice.wait_for("delivery", |d| d["state"] == "read");
+        read.insert(d["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(read, sent);
+    let again = bob.call("mark_read", json!({"conversation": "user:alice"}));
+    assert_eq!(again, json!({"marked": 0}));
     assert!(bob.shutdown().success());
     assert!(alice.shutdown().success());
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Wire;
-use crate::ids::ContentHash;
+use crate::ids::{ContentHash, MessageId};
 use crate::limits::*;
 use crate::message::ChatMessage;
 
@@ -114,6 +114,23 @@ pub enum BootstrapRequest {
     Summary {
         /// The last sequence number this device has.
         after: u64,
+    },
+    /// This device's user read (or got) messages that `to` sent: a receipt goes into `to`'s
+    /// mailbox (so every device of the author sees the new state) and into the requester's own
+    /// (so the requester's other devices mark them too). Answered after the commit.
+    Receipt {
+        /// The other party (the authors of the messages).
+        to: String,
+        /// How far the messages got.
+        state: ReceiptState,
+        /// The messages, at most [`MAX_RECEIPT_IDS`].
+        ids: Vec<MessageId>,
+    },
+    /// The devices of `user` connected now, with the addresses they listen on, for delivering
+    /// directly. Only a user's friends (and the user) get an answer with devices in it.
+    Devices {
+        /// Whose.
+        user: String,
     },
     /// A request kind this version does not know.
     #[serde(other)]
@@ -280,6 +297,13 @@ pub enum BootstrapResponse {
     },
     /// Who sent how many.
     Summary(OfflineSummary),
+    /// The devices of `user` connected now.
+    Devices {
+        /// Whose.
+        user: String,
+        /// At most [`MAX_DEVICES`].
+        devices: Vec<DeviceInfo>,
+    },
     /// Refused.
     Error {
         /// Why (stable).
@@ -295,7 +319,52 @@ pub enum BootstrapResponse {
     Unknown,
 }
 
-/// One message in a mailbox, as its owner sees it.
+/// A connected device of a user, as its bootstrap sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Its peer id (multihash bytes).
+    #[serde(with = "serde_bytes")]
+    pub peer: Vec<u8>,
+    /// Addresses it listens on (multiaddr bytes), at most [`MAX_DEVICE_ADDRS`].
+    pub addrs: Vec<serde_bytes::ByteBuf>,
+}
+
+/// How far a message got, as a device of its receiver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReceiptState {
+    /// It reached a device of the receiver.
+    Delivered,
+    /// The receiver read it.
+    Read,
+    /// A state this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What a mailbox entry holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MailboxItem {
+    /// A message, as its author wrote it.
+    Message(ChatMessage),
+    /// `from_user` reports that messages of the conversation reached `state`. In the mailbox of
+    /// the messages' author (`outgoing: false`) it is about messages the owner sent; in the
+    /// reporter's own mailbox (`outgoing: true`) about messages the owner received.
+    Receipt {
+        /// How far they got.
+        state: ReceiptState,
+        /// Which (at most [`MAX_RECEIPT_IDS`]).
+        ids: Vec<MessageId>,
+    },
+    /// An item this version does not know (skipped).
+    #[serde(other)]
+    Unknown,
+}
+
+/// One entry in a mailbox, as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxEntry {
     /// Its place in the owner's mailbox: assigned by the bootstrap in the storing transaction,
@@ -312,8 +381,18 @@ pub struct MailboxEntry {
     pub outgoing: bool,
     /// When the bootstrap stored it (unix ms).
     pub stored_at: u64,
-    /// The message as the author wrote it.
-    pub message: ChatMessage,
+    /// What it holds.
+    pub item: MailboxItem,
+}
+
+impl MailboxEntry {
+    /// The message it holds, if it holds one.
+    pub fn message(&self) -> Option<&ChatMessage> {
+        match &self.item {
+            MailboxItem::Message(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Who sent how many messages while a device was away.
@@ -358,11 +437,6 @@ pub enum Notification {
     Mailbox {
         /// The highest sequence number now.
         last_seq: u64,
-    },
-    /// Messages this account sent reached a device of their receiver (it synced them).
-    Delivered {
-        /// The messages (at most one sync page of them).
-        ids: Vec<crate::ids::MessageId>,
     },
     /// A notification this version does not know.
     #[serde(other)]
@@ -450,6 +524,17 @@ impl Wire for BootstrapRequest {
                 check_len("username", to.len(), MAX_USERNAME_CHARS * 4)?;
                 message.validate().map_err(|e| e.to_string())
             }
+            Receipt { to, ids, .. } => {
+                check_len("username", to.len(), MAX_USERNAME_CHARS * 4)?;
+                if ids.is_empty() || ids.len() > MAX_RECEIPT_IDS {
+                    return Err(format!(
+                        "a receipt names 1 to {MAX_RECEIPT_IDS} messages, not {}",
+                        ids.len()
+                    ));
+                }
+                Ok(())
+            }
+            Devices { user } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
             Session
             | Logout
             | AvatarGet { .. }

@@ -18,6 +18,16 @@ pub const DIRECT_PROTOCOL: &str = "/confab/direct/1";
 pub enum DirectRequest {
     /// A chat message for the receiver.
     Chat(ChatMessage),
+    /// A message of the author's account to the receiver's account `to` (the conversation
+    /// `user:<author>` on the receiving side). The author's account is taken from the message's
+    /// certificate, checked against the connection; a receiver logged into another account
+    /// refuses it.
+    UserChat {
+        /// The receiving account.
+        to: String,
+        /// The message (with its author's certificate).
+        message: ChatMessage,
+    },
     /// A request kind this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -87,6 +97,12 @@ impl Wire for DirectRequest {
     fn validate(&self) -> Result<(), String> {
         match self {
             DirectRequest::Chat(msg) => msg.validate().map_err(|e| e.to_string()),
+            DirectRequest::UserChat { to, message } => {
+                if to.len() > crate::limits::MAX_USERNAME_CHARS * 4 {
+                    return Err(format!("username is {} bytes", to.len()));
+                }
+                message.validate().map_err(|e| e.to_string())
+            }
             DirectRequest::Unknown => Ok(()),
         }
     }

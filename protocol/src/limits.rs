@@ -42,3 +42,11 @@ pub const MAX_SYNC_PAGE: u32 = 500;
 pub const SYNC_PAGE_BYTES: usize = 384 * 1024;
 /// Conversations listed in an offline summary at most.
 pub const MAX_SUMMARY_SENDERS: usize = 100;
+/// Most message ids in one receipt.
+pub const MAX_RECEIPT_IDS: usize = 256;
+/// Most devices in a [`crate::bootstrap::BootstrapResponse::Devices`] answer.
+pub const MAX_DEVICES: usize = 16;
+/// Most addresses listed for one device, and the longest one in bytes.
+pub const MAX_DEVICE_ADDRS: usize = 8;
+/// The longest multiaddr accepted in a device listing, in bytes.
+pub const MAX_ADDR_BYTES: usize = 256;

@@ -2,11 +2,12 @@
 
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, ErrorCode, Friend, Notification,
-    NotifyAck, Profile, UserSummary,
+    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, DeviceInfo, ErrorCode, Friend,
+    MailboxEntry, MailboxItem, Notification, NotifyAck, OfflineSummary, Profile, ReceiptState,
+    UserSummary,
 };
 use confab_protocol::direct::RejectReason;
-use confab_protocol::limits::{MAX_AVATAR_BYTES, MAX_PASSWORD_BYTES};
+use confab_protocol::limits::{MAX_AVATAR_BYTES, MAX_PASSWORD_BYTES, MAX_RECEIPT_IDS};
 use confab_protocol::limits::{MAX_DIRECT_REQUEST, MAX_NAME_BYTES, MAX_TEXT_BYTES};
 use confab_protocol::{
     ChatMessage, DecodeError, DirectRequest, DirectResponse, EncodeError, GossipFrame, MessageId,
@@ -119,6 +120,21 @@ fn bootstrap_frames_round_trip() {
         BootstrapRequest::FriendAccept { user: "bob".into() },
         BootstrapRequest::FriendRemove { user: "bob".into() },
         BootstrapRequest::Friends,
+        BootstrapRequest::Deposit {
+            to: "bob".into(),
+            message: sample_message(),
+        },
+        BootstrapRequest::Sync {
+            after: 3,
+            limit: 100,
+        },
+        BootstrapRequest::Summary { after: 3 },
+        BootstrapRequest::Receipt {
+            to: "bob".into(),
+            state: ReceiptState::Read,
+            ids: vec![MessageId::from_bytes([5; 16])],
+        },
+        BootstrapRequest::Devices { user: "bob".into() },
     ] {
         roundtrip(request);
     }
@@ -153,6 +169,44 @@ fn bootstrap_frames_round_trip() {
             incoming: vec!["carol".into()],
             outgoing: vec![],
         },
+        BootstrapResponse::Deposited { seq: 9 },
+        BootstrapResponse::Mailbox {
+            entries: vec![
+                MailboxEntry {
+                    seq: 1,
+                    conversation: "user:bob".into(),
+                    from_user: "bob".into(),
+                    from_device: vec![1, 2],
+                    outgoing: false,
+                    stored_at: 5,
+                    item: MailboxItem::Message(sample_message()),
+                },
+                MailboxEntry {
+                    seq: 2,
+                    conversation: "user:bob".into(),
+                    from_user: "bob".into(),
+                    from_device: vec![1, 2],
+                    outgoing: false,
+                    stored_at: 6,
+                    item: MailboxItem::Receipt {
+                        state: ReceiptState::Delivered,
+                        ids: vec![MessageId::from_bytes([5; 16])],
+                    },
+                },
+            ],
+            last_seq: 2,
+        },
+        BootstrapResponse::Summary(OfflineSummary {
+            senders: vec![("user:bob".into(), 2)],
+            total: 2,
+        }),
+        BootstrapResponse::Devices {
+            user: "bob".into(),
+            devices: vec![DeviceInfo {
+                peer: vec![0, 1],
+                addrs: vec![serde_bytes::ByteBuf::from(vec![4, 127, 0, 0, 1])],
+            }],
+        },
         BootstrapResponse::Error {
             code: ErrorCode::Throttled,
             message: "slow down".into(),
@@ -171,9 +225,6 @@ fn bootstrap_frames_round_trip() {
         Notification::FriendRemoved { user: "bob".into() },
         Notification::LoggedOut,
         Notification::Mailbox { last_seq: 7 },
-        Notification::Delivered {
-            ids: vec![MessageId::from_bytes([5; 16])],
-        },
     ] {
         roundtrip(note);
     }
@@ -193,6 +244,14 @@ fn bootstrap_frames_round_trip() {
         password: "p".repeat(MAX_PASSWORD_BYTES + 1),
     };
     assert!(matches!(encode(&long), Err(EncodeError::Invalid { .. })));
+    for n in [0, MAX_RECEIPT_IDS + 1] {
+        let receipt = BootstrapRequest::Receipt {
+            to: "bob".into(),
+            state: ReceiptState::Read,
+            ids: vec![MessageId::from_bytes([5; 16]); n],
+        };
+        assert!(matches!(encode(&receipt), Err(EncodeError::Invalid { .. })));
+    }
 }
 
 fn roundtrip<T: Wire + PartialEq + std::fmt::Debug>(value: T) {
@@ -205,6 +264,10 @@ fn roundtrip<T: Wire + PartialEq + std::fmt::Debug>(value: T) {
 fn every_frame_kind_round_trips() {
     let msg = sample_message();
     roundtrip(DirectRequest::Chat(msg.clone()));
+    roundtrip(DirectRequest::UserChat {
+        to: "bob".into(),
+        message: msg.clone(),
+    });
     roundtrip(DirectResponse::Ack { id: msg.id });
     for reason in [
         RejectReason::Invalid { detail: "x".into() },

@@ -6,129 +6,18 @@
 //! deposit stored and shown once; the outbox surviving a restart while the bootstrap is down, and
 //! deposited once when it returns.
 
+use confab_tests::chat::*;
 use confab_tests::nodes::node;
-use std::path::Path;
 use std::time::Duration;
 
-use confab_node::{Client, Conversation, DeliveryState, Event, Message, MessageId, rpc};
+use confab_node::{DeliveryState, Event, Message, MessageId, rpc};
 use confab_protocol::bootstrap::{BOOTSTRAP_PROTOCOL, BootstrapRequest, BootstrapResponse};
 use confab_protocol::{ChatMessage, decode, encode};
 use confab_tests::raw::{exchange, raw_swarm};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
-use tokio::sync::broadcast;
-use tokio::time::{Instant, sleep, timeout};
-
-/// How long any one wait may take.
-const WAIT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "seven quiet owls";
-
-struct Server {
-    bootstrap: confab_bootstrap::Bootstrap,
-    addr: String,
-}
-
-/// A bootstrap on `dir`, listening on `listen`.
-async fn server_on(dir: &Path, listen: &str) -> Server {
-    let mut config = confab_bootstrap::Config::new(dir);
-    config.listen = vec![listen.into()];
-    config.mdns = false;
-    let bootstrap = confab_bootstrap::start(config).await.unwrap();
-    let addr = bootstrap.listen_addrs[0].clone();
-    Server { bootstrap, addr }
-}
-
-/// Waits for the first event matching `pred`; returns it with every message event seen before.
-async fn expect(
-    events: &mut broadcast::Receiver<Event>,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> (Event, Vec<Message>) {
-    let mut before = Vec::new();
-    let found = timeout(WAIT, async {
-        loop {
-            match events.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(Event::Message(m)) => before.push(m),
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => panic!("{n} events missed"),
-                Err(broadcast::error::RecvError::Closed) => panic!("node stopped before {what}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"));
-    (found, before)
-}
-
-/// The next message with the text `text`.
-async fn expect_message(events: &mut broadcast::Receiver<Event>, text: &str) -> Message {
-    let (event, _) = expect(
-        events,
-        &format!("message {text:?}"),
-        |e| matches!(e, Event::Message(m) if m.text.as_deref() == Some(text)),
-    )
-    .await;
-    match event {
-        Event::Message(m) => m,
-        _ => unreachable!(),
-    }
-}
-
-/// The next `n` message events, in order.
-async fn messages(events: &mut broadcast::Receiver<Event>, n: usize) -> Vec<Message> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let (event, _) = expect(events, &format!("message {} of {n}", out.len() + 1), |e| {
-            matches!(e, Event::Message(_))
-        })
-        .await;
-        if let Event::Message(m) = event {
-            out.push(m);
-        }
-    }
-    out
-}
-
-/// Sends `text` to `to` and waits until the bootstrap has it.
-async fn send_stored(
-    client: &Client,
-    events: &mut broadcast::Receiver<Event>,
-    to: &str,
-    text: &str,
-) -> MessageId {
-    let id = client.send(&user(to), text).await.unwrap();
-    expect(
-        events,
-        &format!("{text:?} stored by the bootstrap"),
-        |e| matches!(e, Event::Delivery { id: got, state: DeliveryState::Sent } if *got == id),
-    )
-    .await;
-    id
-}
-
-fn user(name: &str) -> Conversation {
-    Conversation::User(name.into())
-}
-
-fn texts(messages: &[Message]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m.text.as_deref().unwrap_or(""))
-        .collect()
-}
-
-fn ids(messages: &[Message]) -> Vec<MessageId> {
-    messages.iter().map(|m| m.id).collect()
-}
-
-/// Registers `name` from a node on `dir`, then stops it (the account exists, its device is away).
-async fn registered_then_away(dir: &Path, name: &str, bootstrap: &str) {
-    let (client, _) = node(dir, name, bootstrap).await;
-    client.register(name, PASSWORD).await.unwrap();
-    client.shutdown().await.unwrap();
-}
+use tokio::time::{Instant, sleep};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_user_gets_a_summary_then_the_messages_in_the_order_sent() {
@@ -441,12 +330,6 @@ async fn a_retried_deposit_is_stored_and_shown_once() {
     laptop.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
     server.bootstrap.shutdown().await;
-}
-
-/// A TCP port on 127.0.0.1 that is free now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

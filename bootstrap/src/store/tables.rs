@@ -20,14 +20,20 @@ pub(crate) const AVATARS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// `avatar hash -> number of users showing it`.
 pub(crate) const AVATAR_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("avatar_refs_v1");
 /// `(owner, seq) -> MailboxEntry` (CBOR): every direct message of an account, both directions,
-/// in the order the bootstrap stored them.
+/// and the delivery and read receipts about them, in the order the bootstrap stored them.
 pub(crate) const MAILBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mailbox_v1");
-/// `(owner, author, message id) -> seq`: deduplication, permanent (kept after the entry expires).
+/// `(owner, author, message id) -> seq`: deduplication of messages (receipts have none),
+/// permanent (kept after the entry expires).
 pub(crate) const MAILBOX_IDS: TableDefinition<(&str, &str, &[u8]), u64> =
     TableDefinition::new("mailbox_ids_v1");
 /// `owner -> the last sequence number assigned`: numbers are never reused, even after the
 /// entries that had them expired.
 pub(crate) const MAILBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("mailbox_seq_v1");
+/// `owner -> seq`: the highest sequence number of the owner's mailbox up to which the incoming
+/// messages have been reported delivered to their authors (a device of the owner fetched them).
+/// Each message is reported once, however many of the owner's devices fetch it.
+pub(crate) const MAILBOX_DELIVERED: TableDefinition<&str, u64> =
+    TableDefinition::new("mailbox_delivered_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -58,5 +64,6 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(MAILBOX)?;
     visitor.visit(MAILBOX_IDS)?;
     visitor.visit(MAILBOX_SEQ)?;
+    visitor.visit(MAILBOX_DELIVERED)?;
     Ok(())
 }

@@ -13,7 +13,9 @@ use confab_bootstrap::service::Service;
 use confab_bootstrap::store::{Store, StoreError, Tx};
 use confab_node::{Client, Conversation, DeliveryState, Event, MessageId};
 use confab_protocol::ChatMessage;
-use confab_protocol::bootstrap::{BootstrapRequest, BootstrapResponse, DeviceCert, MailboxEntry};
+use confab_protocol::bootstrap::{
+    BootstrapRequest, BootstrapResponse, DeviceCert, MailboxEntry, MailboxItem,
+};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use redb::{Database, Durability, TableDefinition};
@@ -270,7 +272,7 @@ fn deposit_writes(
         from_device: from_device.to_vec(),
         outgoing,
         stored_at,
-        message: message.clone(),
+        item: MailboxItem::Message(message.clone()),
     };
     tx.mailbox_append(BOB, entry(ALICE, false))?;
     tx.mailbox_append(ALICE, entry(BOB, true))
@@ -435,7 +437,7 @@ fn entry_size(fresh_cert: &DeviceCert, device: &PeerId) -> Result<usize> {
         from_device: device.to_bytes(),
         outgoing: false,
         stored_at: now_ms(),
-        message,
+        item: MailboxItem::Message(message),
     };
     let bytes = cbor4ii::serde::to_vec(Vec::new(), &entry).map_err(|e| anyhow!("{e:?}"))?;
     Ok(bytes.len())

@@ -25,6 +25,8 @@ pub(super) enum Caller {
     Refresh,
     /// The mailbox (deposits, summary, sync).
     Mailbox(MailboxCall),
+    /// Direct delivery: the devices of this user.
+    Devices(String),
 }
 
 /// A request to a bootstrap on the wire.
@@ -83,7 +85,7 @@ fn client_reply(
 ) -> Option<(CallReply, BootstrapResponse)> {
     match caller {
         Caller::Client(reply) => Some((reply, response)),
-        Caller::Refresh | Caller::Mailbox(_) => None,
+        Caller::Refresh | Caller::Mailbox(_) | Caller::Devices(_) => None,
     }
 }
 
@@ -160,6 +162,7 @@ impl EventLoop {
                 }
             }
             Caller::Mailbox(call) => self.handle_mailbox_answer(call, result),
+            Caller::Devices(user) => self.handle_devices_answer(user, result),
         }
     }
 
@@ -442,16 +445,14 @@ impl EventLoop {
 
     fn handle_notification(&mut self, notification: Notification) {
         match notification {
-            Notification::Presence { user, online } => self.emit(Event::Presence { user, online }),
+            Notification::Presence { user, online } => {
+                self.user_presence_changed(&user);
+                self.emit(Event::Presence { user, online })
+            }
             Notification::FriendRequest { from } => self.emit(Event::FriendRequest { from }),
             Notification::FriendAdded { user } => self.emit(Event::FriendAdded { user }),
             Notification::FriendRemoved { user } => self.emit(Event::FriendRemoved { user }),
             Notification::LoggedOut => self.end_session(true, None),
-            Notification::Delivered { ids } => {
-                for id in ids {
-                    self.set_delivery(id, DeliveryState::Delivered);
-                }
-            }
             Notification::Mailbox { last_seq } => {
                 self.mailbox.notified(last_seq);
                 self.drive_mailbox();

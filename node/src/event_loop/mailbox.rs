@@ -6,14 +6,21 @@
 //!   makes it `Failed`; anything else is retried.
 //! - Catch-up: the summary becomes [`Event::OfflineSummary`]; each page of the mailbox is stored
 //!   with the new cursor in one transaction (deduplicated like every message: one this device
-//!   sent itself is already here), and only the newly stored messages become [`Event::Message`]s.
+//!   sent itself, or got directly from its author, is already here), and only the newly stored
+//!   messages become [`Event::Message`]s. Receipts in the page raise the messages they name
+//!   (`delivered`, `read`), each change an [`Event::Delivery`].
+//! - Read: `mark_read` marks a conversation's unread messages read and, in a `user:`
+//!   conversation, queues a read receipt (durably, in the same transaction) that is deposited
+//!   like a message: into the authors' mailboxes and this account's own.
 
-use confab_protocol::bootstrap::{ErrorCode, MailboxEntry, OfflineSummary, normalize_username};
+use confab_protocol::bootstrap::{
+    ErrorCode, MailboxEntry, MailboxItem, OfflineSummary, ReceiptState, normalize_username,
+};
 
 use super::accounts::Caller;
 use super::*;
 use crate::mailbox::Action;
-use crate::store::{MailboxCursor, Outbox};
+use crate::store::{MailboxCursor, Outbox, PageItem};
 
 /// A mailbox request on the wire: what its answer is for.
 #[derive(Debug)]
@@ -29,30 +36,58 @@ pub(super) enum MailboxCall {
         to: String,
         id: MessageId,
     },
+    Receipt {
+        author: String,
+        to: String,
+        key: MessageId,
+        ids: Vec<MessageId>,
+    },
 }
 
 /// How a mailbox entry is stored here, or `None` (with a log line) if it is unusable: the
 /// bootstrap is the authority for who wrote it (`from_user`, and the device it came from).
-fn mailbox_record(entry: MailboxEntry) -> Option<StoredMessage> {
+fn page_item(entry: MailboxEntry) -> Option<PageItem> {
     let Ok(device) = PeerId::from_bytes(&entry.from_device) else {
         tracing::warn!("skipping mailbox entry {}: bad device id", entry.seq);
         return None;
     };
     let conversation = match entry.conversation.parse::<Conversation>() {
-        Ok(c) => c,
+        Ok(c) => c.to_string(),
         Err(e) => {
             tracing::warn!("skipping mailbox entry {}: {e}", entry.seq);
             return None;
         }
     };
-    if let Err(e) = entry.message.validate() {
+    let message = match entry.item {
+        MailboxItem::Message(message) => message,
+        MailboxItem::Receipt { state, ids } => {
+            let state = match state {
+                ReceiptState::Delivered => DeliveryState::Delivered,
+                ReceiptState::Read => DeliveryState::Read,
+                _ => {
+                    tracing::debug!("skipping mailbox entry {}: unknown receipt", entry.seq);
+                    return None;
+                }
+            };
+            return Some(PageItem::Receipt {
+                conversation,
+                mine: entry.outgoing,
+                state,
+                ids,
+            });
+        }
+        _ => {
+            tracing::debug!("skipping mailbox entry {}: unknown kind", entry.seq);
+            return None;
+        }
+    };
+    if let Err(e) = message.validate() {
         tracing::warn!("skipping mailbox entry {}: {e}", entry.seq);
         return None;
     }
-    let message = entry.message;
-    Some(StoredMessage {
+    Some(PageItem::Message(StoredMessage {
         id: message.id,
-        conversation: conversation.to_string(),
+        conversation,
         from_peer: device.to_base58(),
         from_user: Some(entry.from_user),
         from_name: message.sender_name,
@@ -67,7 +102,7 @@ fn mailbox_record(entry: MailboxEntry) -> Option<StoredMessage> {
             DeliveryState::Delivered
         },
         seq: 0,
-    })
+    }))
 }
 
 /// The front-end form of an offline summary (entries whose conversation does not parse are left
@@ -149,6 +184,24 @@ impl EventLoop {
                         MailboxCall::Deposit { author, to, id },
                     )
                 }
+                Action::Receipt {
+                    author,
+                    to,
+                    key,
+                    ids,
+                } => (
+                    BootstrapRequest::Receipt {
+                        to: to.clone(),
+                        state: ReceiptState::Read,
+                        ids: ids.clone(),
+                    },
+                    MailboxCall::Receipt {
+                        author,
+                        to,
+                        key,
+                        ids,
+                    },
+                ),
             };
             self.send_call(peer, request, Caller::Mailbox(call));
         }
@@ -209,21 +262,103 @@ impl EventLoop {
                     self.mailbox.deposit_failed(&author, &to, id, now);
                 }
             },
+            MailboxCall::Receipt {
+                author,
+                to,
+                key,
+                ids,
+            } => match result {
+                Ok(BootstrapResponse::Deposited { .. }) | Err(CallError::Refused { .. }) => {
+                    if let Err(e) = &result {
+                        // A receipt that cannot be stored (unknown user, full mailbox) is not
+                        // worth holding the queue for.
+                        tracing::warn!("the bootstrap refused a read receipt for {to}: {e:?}");
+                    }
+                    self.mailbox.deposit_done(&author, &to, key, now);
+                    let store = self.store.clone();
+                    self.run_store_op(async move {
+                        if let Err(e) = store.finish_receipt(author, to, ids).await {
+                            tracing::warn!("cannot record a stored read receipt: {e}");
+                        }
+                        StoreDone::Nothing
+                    });
+                }
+                other => {
+                    tracing::debug!("read receipt failed ({}); will retry", describe(&other));
+                    self.mailbox.deposit_failed(&author, &to, key, now);
+                }
+            },
         }
     }
 
-    /// Takes a settled deposit out of the outbox and says how it ended.
+    /// Marks a conversation read here and, for a `user:` conversation, tells the authors (and
+    /// this account's other devices) with a read receipt.
+    pub(super) fn handle_mark_read(
+        &mut self,
+        conversation: Conversation,
+        reply: Reply<Result<usize, QueryError>>,
+    ) {
+        let receipt = match (&conversation, &self.session) {
+            (Conversation::User(user), Some(session)) => Some((session.user.clone(), user.clone())),
+            _ => None,
+        };
+        let store = self.store.clone();
+        self.run_store_op(async move {
+            let result = store
+                .mark_read(conversation.to_string(), receipt.clone())
+                .await;
+            StoreDone::MarkedRead {
+                receipt,
+                result,
+                reply,
+            }
+        });
+    }
+
+    /// Messages are marked read: say so, and queue the receipt.
+    pub(super) fn handle_marked_read(
+        &mut self,
+        receipt: Option<(String, String)>,
+        result: Result<Vec<MessageId>, StoreError>,
+        reply: Reply<Result<usize, QueryError>>,
+    ) {
+        let ids = match result {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = reply.send(Err(QueryError::Store(e)));
+                return;
+            }
+        };
+        let _ = reply.send(Ok(ids.len()));
+        for id in &ids {
+            self.emit(Event::Delivery {
+                id: *id,
+                state: DeliveryState::Read,
+            });
+        }
+        if let Some((author, to)) = receipt {
+            self.mailbox.add_read(author, to, ids, Instant::now());
+            self.drive_mailbox();
+        }
+    }
+
+    /// Takes a settled deposit out of the outbox and says how it ended (unless it got further
+    /// already: a message delivered directly stays `delivered`).
     fn finish_deposit(&mut self, id: MessageId, state: DeliveryState) {
         let store = self.store.clone();
         let author = self.local_peer.to_base58();
+        let events = self.events.clone();
         self.run_store_op(async move {
-            if let Err(e) = store.finish_deposit(author, id, state).await {
+            match store.finish_deposit(author, id, state).await {
+                Ok(true) => {
+                    let _ = events.send(Event::Delivery { id, state });
+                }
+                Ok(false) => {}
                 // Still in the outbox: deposited again at the next start, deduplicated.
-                tracing::warn!("cannot record the deposit of {id}: {e}");
+                Err(e) => tracing::warn!("cannot record the deposit of {id}: {e}"),
             }
             StoreDone::Nothing
         });
-        self.emit(Event::Delivery { id, state });
     }
 
     /// Stores a page of the mailbox with the cursor it moves to.
@@ -238,11 +373,11 @@ impl EventLoop {
             "storing {} mailbox entries up to {seq} (of {last_seq})",
             entries.len()
         );
-        let records: Vec<StoredMessage> = entries.into_iter().filter_map(mailbox_record).collect();
+        let items: Vec<PageItem> = entries.into_iter().filter_map(page_item).collect();
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store
-                .store_mailbox_page(MailboxCursor { user, seq }, records)
+                .store_mailbox_page(MailboxCursor { user, seq }, items)
                 .await;
             StoreDone::MailboxPage {
                 epoch,
@@ -257,17 +392,22 @@ impl EventLoop {
         &mut self,
         epoch: u64,
         cursor: u64,
-        result: Result<Vec<(Inserted, StoredMessage)>, StoreError>,
+        result: Result<Vec<PageOutcome>, StoreError>,
     ) {
         let ok = match result {
             Ok(stored) => {
-                for (outcome, record) in stored {
-                    if outcome != Inserted::New {
-                        continue;
-                    }
-                    match to_message(record) {
-                        Ok(message) => self.emit(Event::Message(message)),
-                        Err(e) => tracing::warn!("a stored mailbox message: {e}"),
+                for outcome in stored {
+                    match outcome {
+                        PageOutcome::Message(Inserted::New, record) => match to_message(record) {
+                            Ok(message) => self.emit(Event::Message(message)),
+                            Err(e) => tracing::warn!("a stored mailbox message: {e}"),
+                        },
+                        PageOutcome::Message(Inserted::Duplicate, _) => {}
+                        PageOutcome::Raised(raised) => {
+                            for (id, state) in raised {
+                                self.emit(Event::Delivery { id, state });
+                            }
+                        }
                     }
                 }
                 true
@@ -305,29 +445,59 @@ mod tests {
             from_device,
             outgoing,
             stored_at: 0,
-            message: ChatMessage::text("alice's laptop", "hi", 5),
+            item: MailboxItem::Message(ChatMessage::text("alice's laptop", "hi", 5)),
+        }
+    }
+
+    fn message_record(entry: MailboxEntry) -> Option<StoredMessage> {
+        match page_item(entry)? {
+            PageItem::Message(record) => Some(record),
+            other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn mailbox_entries_become_messages_from_the_device_that_wrote_them() {
         let device = PeerId::random();
-        let record = mailbox_record(entry(device.to_bytes(), "user:alice", false)).unwrap();
+        let record = message_record(entry(device.to_bytes(), "user:alice", false)).unwrap();
         assert_eq!(record.conversation, "user:alice");
         assert_eq!(record.from_peer, device.to_base58());
         assert_eq!(record.from_user.as_deref(), Some("alice"));
         assert_eq!(record.from_name, "alice's laptop");
         assert!(!record.outgoing);
         assert_eq!(record.delivery, DeliveryState::Delivered);
-        let own = mailbox_record(entry(device.to_bytes(), "user:bob", true)).unwrap();
+        let own = message_record(entry(device.to_bytes(), "user:bob", true)).unwrap();
         assert!(own.outgoing);
         assert_eq!(own.delivery, DeliveryState::Sent);
         // Unusable entries are skipped, not fatal.
-        assert!(mailbox_record(entry(vec![1, 2, 3], "user:alice", false)).is_none());
-        assert!(mailbox_record(entry(device.to_bytes(), "nonsense", false)).is_none());
+        assert!(page_item(entry(vec![1, 2, 3], "user:alice", false)).is_none());
+        assert!(page_item(entry(device.to_bytes(), "nonsense", false)).is_none());
         let mut empty = entry(device.to_bytes(), "user:alice", false);
-        empty.message.text = Some("  ".into());
-        assert!(mailbox_record(empty).is_none());
+        empty.item = MailboxItem::Message(ChatMessage::text("alice", "  ", 5));
+        assert!(page_item(empty).is_none());
+        // Receipts: the other party's about this account's messages, or this account's own.
+        let id = MessageId::random();
+        let mut receipt = entry(device.to_bytes(), "user:alice", false);
+        receipt.item = MailboxItem::Receipt {
+            state: ReceiptState::Read,
+            ids: vec![id],
+        };
+        assert_eq!(
+            page_item(receipt.clone()),
+            Some(PageItem::Receipt {
+                conversation: "user:alice".into(),
+                mine: false,
+                state: DeliveryState::Read,
+                ids: vec![id]
+            })
+        );
+        receipt.item = MailboxItem::Receipt {
+            state: ReceiptState::Unknown,
+            ids: vec![id],
+        };
+        assert!(page_item(receipt.clone()).is_none());
+        receipt.item = MailboxItem::Unknown;
+        assert!(page_item(receipt).is_none());
     }
 
     #[test]
