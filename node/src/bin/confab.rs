@@ -273,6 +273,7 @@ const CHAT_HELP: &str = "\
 /dial MULTIADDR     connect to a peer by address
 /to ADDRESS         talk to peer:<peer id> (or a number from /peers), user:<name> or broadcast
 /history [N]        the last N messages of the current conversation
+                    (both mark the conversation read: its authors see it as read)
 /whoami             this device: peer id, name and account
 
 Accounts (kept by the bootstrap):
@@ -512,6 +513,14 @@ impl Chat<'_> {
         }
     }
 
+    /// The person is looking at the current conversation: its messages are read. A failure only
+    /// costs the read receipt, so it is reported, not fatal.
+    async fn mark_read(&self) {
+        if let Err(e) = self.client.mark_read(&self.target).await {
+            println!("! cannot mark {} read: {e}", self.target);
+        }
+    }
+
     async fn command(&mut self, line: &str) -> Result<Flow> {
         let (cmd, arg) = line
             .split_once(' ')
@@ -530,12 +539,14 @@ impl Chat<'_> {
                     _ => arg.parse()?,
                 };
                 println!("now talking to {}", self.target);
+                self.mark_read().await;
             }
             "/history" => {
                 let n = arg.parse().unwrap_or(20);
                 for m in client.history(&self.target, n).await? {
                     print_message(&m);
                 }
+                self.mark_read().await;
             }
             "/whoami" => {
                 let me = client.whoami().await?;
