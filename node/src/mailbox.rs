@@ -17,7 +17,8 @@
 //!   push asks for a sync too; pushes during a sync only mark it to run again, so one sync runs at
 //!   a time. The cursor moves only once a page is stored (the event loop stores the page and the
 //!   cursor in one transaction). Every session change starts a new epoch: answers to requests of
-//!   an earlier epoch are ignored.
+//!   an earlier epoch are ignored. A page with a hole in its numbering is cut at the hole and the
+//!   rest asked for again, so a device never skips an entry the mailbox still has.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -335,16 +336,48 @@ impl Mailbox {
     }
 
     /// A page of epoch `epoch` arrived. Returns the cursor to store it with (the highest sequence
-    /// number it covers), or `None` if it is stale. The sync stays busy until
+    /// number it covers), or `None` if it is stale or holds nothing usable. The sync stays busy until
     /// [`Mailbox::page_stored`].
+    ///
+    /// Gaps are filled, not skipped: entries at or below the cursor, or out of order, are dropped,
+    /// and the page is cut at the first hole inside it (`5, 6, 8` keeps `5, 6`), so the next sync
+    /// asks again from there. A hole at the start of a page is accepted: entries leave a mailbox
+    /// only from its oldest end (retention), so the numbers before the first one are gone.
     pub(crate) fn page_received(
         &mut self,
         epoch: u64,
-        entries: &[MailboxEntry],
+        entries: &mut Vec<MailboxEntry>,
         last_seq: u64,
+        now: Instant,
     ) -> Option<u64> {
         if epoch != self.epoch || !self.busy {
             return None;
+        }
+        let received = entries.len();
+        // Already here: dropped.
+        entries.retain(|e| e.seq > self.synced);
+        let mut previous = self.synced;
+        let mut keep = 0;
+        for entry in entries.iter() {
+            if keep > 0 && entry.seq != previous + 1 {
+                break;
+            }
+            previous = entry.seq;
+            keep += 1;
+        }
+        if keep < received {
+            tracing::debug!(
+                "mailbox page after {} has old entries or a gap: {keep} of {received} kept",
+                self.synced,
+            );
+            entries.truncate(keep);
+            if keep == 0 {
+                // Nothing usable (a confused server): ask again after a back-off.
+                self.sync_failed(epoch, now);
+                return None;
+            }
+            // The rest is asked for at once.
+            self.announced = self.announced.max(previous + 1);
         }
         self.announced = self.announced.max(last_seq);
         let cursor = match entries.iter().map(|e| e.seq).max() {
@@ -605,7 +638,7 @@ mod tests {
             }]
         );
         // A page up to 5 of a mailbox at 10: stored, then the next page from 5.
-        let cursor = mb.page_received(epoch, &[entry(4), entry(5)], 10);
+        let cursor = mb.page_received(epoch, &mut vec![entry(4), entry(5)], 10, t0);
         assert_eq!(cursor, Some(5));
         assert!(mb.poll(t0).is_empty(), "busy while the page is stored");
         mb.page_stored(epoch, 5, true, t0);
@@ -618,7 +651,51 @@ mod tests {
             }]
         );
         // The rest; then up to date: nothing more.
-        let cursor = mb.page_received(epoch, &[entry(9), entry(10)], 10).unwrap();
+        let cursor = mb
+            .page_received(epoch, &mut vec![entry(6), entry(7)], 10, t0)
+            .unwrap();
+        mb.page_stored(epoch, cursor, true, t0);
+        // A hole inside a page (9 is missing): the page is cut before it and the rest asked
+        // again at once; entries at or below the cursor are dropped.
+        assert!(matches!(
+            mb.poll(t0).as_slice(),
+            [Action::Sync { after: 7, .. }]
+        ));
+        let mut page = vec![entry(8), entry(10)];
+        assert_eq!(mb.page_received(epoch, &mut page, 10, t0), Some(8));
+        assert_eq!(page.len(), 1);
+        mb.page_stored(epoch, 8, true, t0);
+        assert!(matches!(
+            mb.poll(t0).as_slice(),
+            [Action::Sync { after: 8, .. }]
+        ));
+        // A page of nothing new (a confused server) is dropped and asked again after a back-off.
+        let mut stale = vec![entry(7), entry(8)];
+        assert_eq!(mb.page_received(epoch, &mut stale, 10, t0), None);
+        assert!(mb.poll(t0).is_empty(), "a useless page backs off");
+        assert!(matches!(
+            mb.poll(t0 + MAILBOX_RETRY_MIN).as_slice(),
+            [Action::Sync { after: 8, .. }]
+        ));
+        // Old entries before new ones are dropped, the new ones kept.
+        let mut mixed = vec![entry(8), entry(9)];
+        assert_eq!(mb.page_received(epoch, &mut mixed, 10, t0), Some(9));
+        assert_eq!(mixed.len(), 1);
+        mb.page_stored(epoch, 9, true, t0);
+        assert!(matches!(
+            mb.poll(t0).as_slice(),
+            [Action::Sync { after: 9, .. }]
+        ));
+        let mut stale = vec![entry(8)];
+        assert_eq!(mb.page_received(epoch, &mut stale, 10, t0), None);
+        assert!(mb.poll(t0).is_empty(), "backs off again");
+        assert!(matches!(
+            mb.poll(t0 + MAILBOX_RETRY_MAX).as_slice(),
+            [Action::Sync { after: 9, .. }]
+        ));
+        let cursor = mb
+            .page_received(epoch, &mut vec![entry(10)], 10, t0)
+            .unwrap();
         mb.page_stored(epoch, cursor, true, t0);
         assert!(mb.poll(t0).is_empty());
         // A push of what is already here changes nothing; a newer one syncs.
@@ -637,7 +714,7 @@ mod tests {
             [Action::Sync { after: 10, .. }]
         ));
         // An empty page although the mailbox goes further (entries expired): skip to its end.
-        assert_eq!(mb.page_received(epoch, &[], 12), Some(12));
+        assert_eq!(mb.page_received(epoch, &mut Vec::new(), 12, t0), Some(12));
         mb.page_stored(epoch, 12, true, t0);
         assert!(mb.poll(t0 + MAILBOX_RETRY_MAX).is_empty());
     }
@@ -654,7 +731,7 @@ mod tests {
         };
         assert!(mb.summary_done(old));
         assert!(matches!(mb.poll(t0).as_slice(), [Action::Sync { .. }]));
-        let cursor = mb.page_received(old, &[entry(1)], 1).unwrap();
+        let cursor = mb.page_received(old, &mut vec![entry(1)], 1, t0).unwrap();
 
         // Logged out before the page is stored; another account logs in.
         mb.session_ended();
@@ -663,7 +740,7 @@ mod tests {
         mb.session_started("carol", t0);
         mb.page_stored(old, cursor, true, t0); // stale
         assert!(!mb.summary_done(old));
-        assert!(mb.page_received(old, &[entry(2)], 2).is_none());
+        assert!(mb.page_received(old, &mut vec![entry(2)], 2, t0).is_none());
         match mb.poll(t0).as_slice() {
             [Action::Summary { epoch, after: 0 }] => assert_ne!(*epoch, old),
             other => panic!("{other:?}"),

@@ -362,8 +362,13 @@ impl EventLoop {
     }
 
     /// Stores a page of the mailbox with the cursor it moves to.
-    fn store_mailbox_page(&mut self, epoch: u64, entries: Vec<MailboxEntry>, last_seq: u64) {
-        let Some(seq) = self.mailbox.page_received(epoch, &entries, last_seq) else {
+    fn store_mailbox_page(&mut self, epoch: u64, mut entries: Vec<MailboxEntry>, last_seq: u64) {
+        let Some(seq) = self
+            .mailbox
+            .page_received(epoch, &mut entries, last_seq, Instant::now())
+        else {
+            // Stale, or nothing usable (retried after a back-off): ask again if due.
+            self.drive_mailbox();
             return;
         };
         let Some(user) = self.mailbox.user().map(str::to_owned) else {
