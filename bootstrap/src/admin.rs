@@ -24,6 +24,9 @@
 //! notified. Devices of the deleted user that are connected stay connected, and count as online,
 //! until they disconnect; their next request is answered "log in first". Their former friends
 //! are not sent `friend_removed`; they see the change the next time they list their friends.
+//! Likewise the account leaves its groups (an owner hands over, an empty group ends) without
+//! `group_changed` to the other members: they see the new version the next time they list their
+//! groups.
 
 use std::fs;
 use std::future::Future;
@@ -157,7 +160,7 @@ fn run(
                 user: user.clone(),
                 reason: e.to_string(),
             })?;
-            let (devices, others) = store.write(|tx| {
+            let deleted = store.write(|tx| {
                 if tx.user(&name)?.is_none() {
                     return Err(CommandError::UnknownUser(name.clone()));
                 }
@@ -166,8 +169,8 @@ fn run(
             tracing::info!("admin: deleted account {name}");
             to_value(&Deleted {
                 user: name,
-                devices: devices.len(),
-                relations: others.len(),
+                devices: deleted.devices.len(),
+                relations: deleted.related.len(),
             })
         }
         Request::Stats => {

@@ -1,4 +1,5 @@
-//! The rules of the bootstrap: accounts, devices, profiles, friends, mailboxes. Each request
+//! The rules of the bootstrap: accounts, devices, profiles, friends, mailboxes, groups
+//! ([`groups`]: who is in them, who may change them, and their messages). Each request
 //! becomes an [`Outcome`]: the response, plus [`Effect`]s (notifications, presence changes) that
 //! the event loop carries out. Services never touch the network; they take the store and the
 //! presence map.
@@ -14,8 +15,14 @@
 //!
 //! `Devices` lists a user's connected devices with their listen addresses, to the user and their
 //! friends only, so that a sender can deliver directly and use the mailbox as the fallback.
+//!
+//! Account settings (do-not-disturb, muted conversations, blocked users and groups) are in
+//! [`settings`], with the list of what blocking refuses where: here, deposits, receipts, friend
+//! requests and device listings; in [`groups`], creations, invitations and posts.
 
+pub mod groups;
 pub mod password;
+pub mod settings;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -265,6 +272,36 @@ impl Service {
                 self.receipt(device, to, state, ids).await
             }
             BootstrapRequest::Devices { user } => self.devices(device, user).await,
+            BootstrapRequest::GroupCreate { name, members } => {
+                self.group_create(device, name, members).await
+            }
+            BootstrapRequest::GroupInvite { group, user } => {
+                self.group_invite(device, group, user).await
+            }
+            BootstrapRequest::GroupRemove { group, user } => {
+                self.group_remove(device, group, user).await
+            }
+            BootstrapRequest::GroupLeave { group } => self.group_leave(device, group).await,
+            BootstrapRequest::GroupSetRole { group, user, role } => {
+                self.group_set_role(device, group, user, role).await
+            }
+            BootstrapRequest::GroupRename { group, name } => {
+                self.group_rename(device, group, name).await
+            }
+            BootstrapRequest::Groups => self.groups(device).await,
+            BootstrapRequest::GroupInfo { group } => self.group_info(device, group).await,
+            BootstrapRequest::GroupPost { group, message } => {
+                self.group_post(device, group, message).await
+            }
+            BootstrapRequest::Settings => self.settings_get(device).await,
+            BootstrapRequest::SetDnd { enabled } => self.set_dnd(device, enabled).await,
+            BootstrapRequest::SetMuted {
+                conversation,
+                muted,
+            } => self.set_muted(device, conversation, muted).await,
+            BootstrapRequest::SetBlocked { target, blocked } => {
+                self.set_blocked(device, target, blocked).await
+            }
             _ => Err(Refusal::new(
                 ErrorCode::Invalid,
                 "this server does not know that request",
@@ -435,12 +472,16 @@ impl Service {
         let user = self.logged_in(device).await?;
         self.check_password(&user, source, password).await?;
         let name = user.clone();
-        let (devices, others) = self
+        let deleted = self
             .blocking(move |s| s.write(|tx| delete_user(tx, &name)))
             .await?;
         tracing::info!("deleted account {user}");
         let mut effects = Vec::new();
-        for d in devices.iter().filter_map(|d| d.parse::<PeerId>().ok()) {
+        for d in deleted
+            .devices
+            .iter()
+            .filter_map(|d| d.parse::<PeerId>().ok())
+        {
             if d != device {
                 effects.push(Effect::NotifyDevice {
                     device: d,
@@ -449,11 +490,14 @@ impl Service {
             }
             effects.push(Effect::DeviceUnbound { device: d });
         }
-        for other in others {
+        for other in deleted.related {
             effects.push(Effect::Notify {
                 user: other,
                 note: Notification::FriendRemoved { user: user.clone() },
             });
+        }
+        for change in &deleted.groups {
+            effects.extend(change.effects());
         }
         Self::done(effects)
     }
@@ -615,6 +659,9 @@ impl Service {
                     if tx.user(&b)?.is_none() {
                         return Err(unknown_user(&b));
                     }
+                    if tx.blocks(&b, &settings::user_address(&a))? {
+                        return Err(not_accepted(&b, "friend requests"));
+                    }
                     let before = tx.relation(&a, &b)?;
                     match before {
                         Relation::None => {
@@ -760,6 +807,9 @@ impl Service {
                 }
                 if tx.user(&receiver)?.is_none() {
                     return Err(unknown_user(&receiver));
+                }
+                if receiver != author && tx.blocks(&receiver, &settings::user_address(&author))? {
+                    return Err(not_accepted(&receiver, "messages"));
                 }
                 for owner in [&receiver, &author] {
                     if tx.mailbox_len(owner)? >= max_entries {
@@ -963,6 +1013,9 @@ impl Service {
                 if tx.user(&author)?.is_none() {
                     return Err(unknown_user(&author));
                 }
+                if tx.blocks(&author, &settings::user_address(&reader))? {
+                    return Err(not_accepted(&author, "messages"));
+                }
                 for owner in [&author, &reader] {
                     if tx.mailbox_len(owner)? >= max_entries {
                         return Err(Refusal::new(
@@ -1004,7 +1057,8 @@ impl Service {
     }
 
     /// The connected devices of `user` (but the requester's own) with their listen addresses,
-    /// for the user and their friends; an empty list for anyone else.
+    /// for the user and their friends; an empty list for anyone else, and for a friend `user`
+    /// blocked.
     async fn devices(&self, device: PeerId, user: String) -> Result<Outcome, Refusal> {
         let me = self.logged_in(device).await?;
         let user = normalize_username(&user).map_err(|_| unknown_user(&user))?;
@@ -1015,7 +1069,10 @@ impl Service {
                     if tx.user(&name)?.is_none() {
                         return Err(unknown_user(&name));
                     }
-                    Ok(me == name || tx.relation(&me, &name)? == Relation::Friends)
+                    // Someone who blocked the requester is, to it, as a stranger.
+                    Ok(me == name
+                        || (tx.relation(&me, &name)? == Relation::Friends
+                            && !tx.blocks(&name, &settings::user_address(&me))?))
                 })
             })
             .await?;
@@ -1105,6 +1162,15 @@ fn unknown_user(user: &str) -> Refusal {
     )
 }
 
+/// `user` blocked the requester: it does not accept `what` (messages, friend requests, ...)
+/// from it.
+fn not_accepted(user: &str, what: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotAllowed,
+        format!("{user} does not accept your {what}"),
+    )
+}
+
 fn friends_now(a: &str, b: &str) -> Vec<Effect> {
     vec![
         Effect::Notify {
@@ -1118,8 +1184,21 @@ fn friends_now(a: &str, b: &str) -> Vec<Effect> {
     ]
 }
 
-/// Removes an account and everything of it; returns its devices and the users it related to.
-pub fn delete_user(tx: &mut Tx, user: &str) -> Result<(Vec<String>, Vec<String>), Refusal> {
+/// What deleting an account took with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedUser {
+    /// The devices that were bound to it (peer ids, base58).
+    pub devices: Vec<String>,
+    /// The users it related to (friends and requests), whose side was removed too.
+    pub related: Vec<String>,
+    /// The groups it left (by the rules of leaving), each with the members left to tell.
+    pub groups: Vec<groups::GroupChange>,
+}
+
+/// Removes an account and everything of it: devices, relations, avatar, mailbox, settings, and its
+/// place in every group (as if it left each: an owner hands over, a group left empty ends).
+/// Other accounts' settings that name it (`user:<it>` muted or blocked) stay as they are.
+pub fn delete_user(tx: &mut Tx, user: &str) -> Result<DeletedUser, Refusal> {
     let record = tx.user(user)?;
     let devices = tx.user_devices(user)?;
     for d in &devices {
@@ -1132,9 +1211,20 @@ pub fn delete_user(tx: &mut Tx, user: &str) -> Result<(Vec<String>, Vec<String>)
     if let Some(hash) = record.and_then(|r| r.avatar) {
         tx.release_avatar(hash)?;
     }
+    let mut changed = Vec::new();
+    for (group, _) in tx.user_groups(user)? {
+        if let Some(record) = tx.group(&group)? {
+            changed.push(groups::leave_group(tx, &group, record, user)?);
+        }
+    }
     tx.mailbox_clear(user)?;
+    tx.remove_settings(user)?;
     tx.remove_user(user)?;
-    Ok((devices, others))
+    Ok(DeletedUser {
+        devices,
+        related: others,
+        groups: changed,
+    })
 }
 
 /// The image type from the content's magic bytes, if it is one we accept.
@@ -1169,7 +1259,7 @@ mod tests {
     use crate::config::limits::THROTTLE_FREE_FAILURES;
     use confab_protocol::bootstrap::ErrorCode as E;
 
-    async fn service() -> (Service, tempfile::TempDir, Keypair) {
+    pub(super) async fn service() -> (Service, tempfile::TempDir, Keypair) {
         let dir = tempfile::tempdir().unwrap();
         let key = Keypair::generate_ed25519();
         let (store, _) = Store::open(dir.path(), key.to_protobuf_encoding().unwrap()).unwrap();
@@ -1179,28 +1269,28 @@ mod tests {
         (service, dir, key)
     }
 
-    fn code(o: &Outcome) -> Option<ErrorCode> {
+    pub(super) fn code(o: &Outcome) -> Option<ErrorCode> {
         match &o.response {
             BootstrapResponse::Error { code, .. } => Some(*code),
             _ => None,
         }
     }
 
-    fn reg(user: &str, pw: &str) -> BootstrapRequest {
+    pub(super) fn reg(user: &str, pw: &str) -> BootstrapRequest {
         BootstrapRequest::Register {
             user: user.into(),
             password: pw.into(),
         }
     }
 
-    fn login(user: &str, pw: &str) -> BootstrapRequest {
+    pub(super) fn login(user: &str, pw: &str) -> BootstrapRequest {
         BootstrapRequest::Login {
             user: user.into(),
             password: pw.into(),
         }
     }
 
-    const PW: &str = "correct horse battery";
+    pub(super) const PW: &str = "correct horse battery";
 
     #[tokio::test]
     async fn accounts_register_login_and_refuse_clearly() {
@@ -1717,7 +1807,7 @@ mod tests {
     }
 
     /// `owner`'s whole mailbox, read from the store.
-    fn mailbox(s: &Service, owner: &str) -> Vec<MailboxEntry> {
+    pub(super) fn mailbox(s: &Service, owner: &str) -> Vec<MailboxEntry> {
         s.store()
             .read(|tx| tx.mailbox_page(owner, 0, usize::MAX, usize::MAX))
             .unwrap()
@@ -1730,7 +1820,7 @@ mod tests {
         }
     }
 
-    fn mailbox_note(user: &str, last_seq: u64) -> Effect {
+    pub(super) fn mailbox_note(user: &str, last_seq: u64) -> Effect {
         Effect::Notify {
             user: user.into(),
             note: Notification::Mailbox { last_seq },

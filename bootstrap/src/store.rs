@@ -9,6 +9,14 @@
 //! messages it sent and received (deduplicated by author and message id) and the delivery and
 //! read receipts about them (never deduplicated), numbered by a per-owner sequence that only
 //! grows. A per-owner mark records up to where the incoming messages were reported delivered.
+//!
+//! A group ([`GroupRecord`]; [`Tx::group`], [`Tx::put_group`], [`Tx::remove_group`],
+//! [`Tx::user_groups`]) is stored whole under its id, with an index of each account's groups that
+//! the writes keep in step with the members.
+//!
+//! An account's settings ([`Tx::settings`], [`Tx::put_settings`], [`Tx::remove_settings`]) are
+//! one record under its name; [`Tx::blocks`] answers "did this account block that address?" with
+//! one lookup, for the requests that enforce blocking.
 
 pub mod backup;
 pub(crate) mod tables;
@@ -416,6 +424,11 @@ macro_rules! with_table {
     };
 }
 
+// Declared after `with_table!`, which its `Tx` methods use.
+mod groups;
+mod settings;
+pub use groups::{GroupMember, GroupRecord};
+
 impl Tx {
     /// The write transaction, or an error in a read-only snapshot.
     fn w(&self) -> Result<&WriteTransaction, StoreError> {
@@ -439,6 +452,9 @@ impl Tx {
         self.w()?.open_table(MAILBOX_IDS)?;
         self.w()?.open_table(MAILBOX_SEQ)?;
         self.w()?.open_table(MAILBOX_DELIVERED)?;
+        self.w()?.open_table(GROUPS)?;
+        self.w()?.open_table(USER_GROUPS)?;
+        self.w()?.open_table(SETTINGS)?;
         Ok(())
     }
 

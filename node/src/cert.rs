@@ -59,7 +59,7 @@ pub(crate) fn verify<'a>(
 }
 
 /// The public key inside an (identity-hashed, i.e. ed25519) peer id.
-fn issuer_key(issuer: &PeerId) -> Result<PublicKey, CertError> {
+pub(crate) fn issuer_key(issuer: &PeerId) -> Result<PublicKey, CertError> {
     let hash = issuer.as_ref();
     if hash.code() != IDENTITY_MULTIHASH {
         return Err(CertError::IssuerKey(

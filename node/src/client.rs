@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use confab_protocol::bootstrap::{BootstrapRequest, BootstrapResponse, normalize_username};
+use confab_protocol::group::{Role, Roster};
 use confab_protocol::limits::{
     MAX_AVATAR_BYTES, MAX_NAME_BYTES, MAX_QUERY_BYTES, MAX_SIGNATURE_BYTES,
 };
@@ -22,8 +23,9 @@ pub use confab_protocol::bootstrap::{Avatar, Friend, Profile, UserSummary};
 use crate::address::Conversation;
 use crate::config::limits::MAX_HISTORY_PAGE;
 use crate::error::{
-    AvatarError, CallError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
-    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
+    AvatarError, CallError, DeleteAccountError, DialError, FriendError, GroupError, LoginError,
+    LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError,
+    SearchError, SendError, SettingsError,
 };
 use crate::event::Event;
 
@@ -172,6 +174,75 @@ pub struct Friends {
     pub outgoing: Vec<String>,
 }
 
+/// A group this account is a member of, as this device last heard from the bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its id (the `group:` address is `group:<id>`).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Grows with every change of members, roles or name.
+    pub version: u64,
+    /// Every member, in the order they joined.
+    pub members: Vec<GroupMember>,
+}
+
+/// The account's settings, the same on every device of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Do-not-disturb: no message alerts (`notify` is false).
+    pub dnd: bool,
+    /// Conversations that do not alert.
+    pub muted: Vec<Conversation>,
+    /// Blocked users (`user:`) and groups (`group:`).
+    pub blocked: Vec<Conversation>,
+}
+
+impl Settings {
+    /// The front-end form of the bootstrap's record (addresses that do not parse are left out).
+    pub(crate) fn from_account(settings: &confab_protocol::bootstrap::AccountSettings) -> Self {
+        let parse = |list: &[String]| list.iter().filter_map(|a| a.parse().ok()).collect();
+        Self {
+            dnd: settings.dnd,
+            muted: parse(&settings.muted),
+            blocked: parse(&settings.blocked),
+        }
+    }
+}
+
+/// One member of a [`Group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The account.
+    pub user: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+impl Group {
+    /// The front-end form of a roster.
+    pub(crate) fn from_roster(roster: &Roster) -> Self {
+        Self {
+            id: roster.group.clone(),
+            name: roster.name.clone(),
+            version: roster.version,
+            members: roster
+                .members
+                .iter()
+                .map(|m| GroupMember {
+                    user: m.user.clone(),
+                    role: m.role,
+                })
+                .collect(),
+        }
+    }
+
+    /// The role of `user`, if a member.
+    pub fn role_of(&self, user: &str) -> Option<Role> {
+        self.members.iter().find(|m| m.user == user).map(|m| m.role)
+    }
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 /// What a client asks of the event loop.
@@ -193,6 +264,16 @@ pub(crate) enum Command {
         limit: usize,
         reply: Reply<Result<Vec<Message>, QueryError>>,
     },
+    /// The groups this device knows its account is in.
+    Groups(Reply<Vec<Group>>),
+    /// Recalls (for everyone) or deletes (from this account's history) a message.
+    Bury {
+        id: MessageId,
+        recall: bool,
+        reply: Reply<Result<(), RecallError>>,
+    },
+    /// The account's settings as this device knows them.
+    Settings(Reply<Settings>),
     /// Marks a conversation's unread messages read.
     MarkRead {
         conversation: Conversation,
@@ -294,6 +375,172 @@ impl Client {
         self.ask(|reply| Command::History { with, limit, reply })
             .await
             .unwrap_or(Err(QueryError::NodeStopped))
+    }
+
+    /// Creates a group named `name` with this account as its owner and `members` in it; every
+    /// member gets [`Event::GroupInvited`]. Messages to it go to `group:<id>`.
+    pub async fn group_create(&self, name: &str, members: &[&str]) -> Result<Group, GroupError> {
+        let mut users = Vec::with_capacity(members.len());
+        for m in members {
+            users.push(normalize_username(m).map_err(|_| GroupError::UnknownUser((*m).into()))?);
+        }
+        self.group_call(BootstrapRequest::GroupCreate {
+            name: name.to_owned(),
+            members: users,
+        })
+        .await
+    }
+
+    /// Adds `user` to `group` (owners and admins only).
+    pub async fn group_invite(&self, group: &str, user: &str) -> Result<Group, GroupError> {
+        let user = normalize_username(user).map_err(|_| GroupError::UnknownUser(user.into()))?;
+        self.group_call(BootstrapRequest::GroupInvite {
+            group: group.to_owned(),
+            user,
+        })
+        .await
+    }
+
+    /// Removes `user` from `group`: the owner removes anyone else, admins remove members.
+    pub async fn group_remove(&self, group: &str, user: &str) -> Result<Group, GroupError> {
+        let user = normalize_username(user).map_err(|_| GroupError::UnknownUser(user.into()))?;
+        self.group_call(BootstrapRequest::GroupRemove {
+            group: group.to_owned(),
+            user,
+        })
+        .await
+    }
+
+    /// The owner makes `user` an admin ([`Role::Admin`]) or a plain member ([`Role::Member`]).
+    pub async fn group_set_role(
+        &self,
+        group: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<Group, GroupError> {
+        let user = normalize_username(user).map_err(|_| GroupError::UnknownUser(user.into()))?;
+        self.group_call(BootstrapRequest::GroupSetRole {
+            group: group.to_owned(),
+            user,
+            role,
+        })
+        .await
+    }
+
+    /// Renames `group` (owners and admins).
+    pub async fn group_rename(&self, group: &str, name: &str) -> Result<Group, GroupError> {
+        self.group_call(BootstrapRequest::GroupRename {
+            group: group.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// This account leaves `group`; nothing more arrives from it here or on its other devices.
+    pub async fn group_leave(&self, group: &str) -> Result<(), GroupError> {
+        let request = BootstrapRequest::GroupLeave {
+            group: group.to_owned(),
+        };
+        match self.call(request).await? {
+            BootstrapResponse::Done => Ok(()),
+            other => Err(GroupError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// Recalls message `id` for everyone: only its author may (in a group, also its owner and
+    /// admins). Every copy — the receivers' devices, online now or later, and the author's
+    /// other devices — keeps it as recalled, without its content ([`Event::Recalled`]); the
+    /// bootstrap drops the stored body. In a `peer:` conversation the peer must be connected.
+    pub async fn recall(&self, id: MessageId) -> Result<(), RecallError> {
+        self.ask(|reply| Command::Bury {
+            id,
+            recall: true,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RecallError::NodeStopped))
+    }
+
+    /// Deletes message `id` from this account's history, on this device and (in a `user:` or
+    /// `group:` conversation) on its other devices ([`Event::Deleted`]); the other side keeps
+    /// its copy.
+    pub async fn delete(&self, id: MessageId) -> Result<(), RecallError> {
+        self.ask(|reply| Command::Bury {
+            id,
+            recall: false,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RecallError::NodeStopped))
+    }
+
+    /// The account's settings as this device knows them (kept up to date by the bootstrap while
+    /// connected, and kept across restarts; defaults when logged out).
+    pub async fn settings(&self) -> Result<Settings, QueryError> {
+        self.ask(Command::Settings)
+            .await
+            .ok_or(QueryError::NodeStopped)
+    }
+
+    /// Turns do-not-disturb on or off for the account (all its devices): no message alerts.
+    pub async fn set_dnd(&self, enabled: bool) -> Result<Settings, SettingsError> {
+        self.settings_call(BootstrapRequest::SetDnd { enabled })
+            .await
+    }
+
+    /// Mutes or unmutes a conversation for the account (all its devices).
+    pub async fn set_muted(
+        &self,
+        conversation: &Conversation,
+        muted: bool,
+    ) -> Result<Settings, SettingsError> {
+        self.settings_call(BootstrapRequest::SetMuted {
+            conversation: conversation.to_string(),
+            muted,
+        })
+        .await
+    }
+
+    /// Blocks (`blocked: true`) or unblocks a user (`user:x`) or a group (`group:y`) for the
+    /// account (all its devices). A blocked user's direct messages, friend requests and invites
+    /// are refused; a blocked group's messages and invites are ignored.
+    pub async fn set_blocked(
+        &self,
+        target: &Conversation,
+        blocked: bool,
+    ) -> Result<Settings, SettingsError> {
+        if !matches!(target, Conversation::User(_) | Conversation::Group(_)) {
+            return Err(SettingsError::Invalid(format!(
+                "only users and groups can be blocked, not {target}"
+            )));
+        }
+        self.settings_call(BootstrapRequest::SetBlocked {
+            target: target.to_string(),
+            blocked,
+        })
+        .await
+    }
+
+    async fn settings_call(&self, request: BootstrapRequest) -> Result<Settings, SettingsError> {
+        match self.call(request).await? {
+            BootstrapResponse::Settings(s) => Ok(Settings::from_account(&s)),
+            other => Err(SettingsError::Bootstrap(unexpected(&other))),
+        }
+    }
+
+    /// The groups this account is in, as this device knows them (kept up to date by the
+    /// bootstrap while connected, and kept across restarts).
+    pub async fn groups(&self) -> Result<Vec<Group>, QueryError> {
+        self.ask(Command::Groups)
+            .await
+            .ok_or(QueryError::NodeStopped)
+    }
+
+    async fn group_call(&self, request: BootstrapRequest) -> Result<Group, GroupError> {
+        match self.call(request).await? {
+            BootstrapResponse::Group(roster) => Ok(Group::from_roster(&roster)),
+            other => Err(GroupError::Bootstrap(unexpected(&other))),
+        }
     }
 
     /// Marks every unread incoming message of `conversation` read; returns how many were.

@@ -103,6 +103,9 @@ pub enum SendError {
     /// The destination kind is not available in this version (e.g. `group:` before groups).
     #[error("sending to {0} is not available in this version")]
     Unsupported(String),
+    /// This account is not a member of the group (or this device has not heard of it yet).
+    #[error("not a member of {0}")]
+    NotMember(String),
     /// Too many broadcasts are waiting for a first peer.
     #[error("{0} broadcasts are already waiting for a peer; try again later")]
     QueueFull(usize),
@@ -487,6 +490,129 @@ pub enum SearchError {
 from_call_error!(SearchError, not_logged_in: Self::NotLoggedIn, {
     CallError::Refused { code: ErrorCode::Invalid | ErrorCode::TooLarge, message, .. }
     | CallError::Invalid(message) => Self::Invalid(message),
+});
+
+/// A group operation ([`crate::Client::group_create`] and the other `group_*`) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// No such user.
+    #[error("no such user: {0}")]
+    UnknownUser(String),
+    /// No such group, or this account is not a member of it.
+    #[error("no such group: {0}")]
+    NotFound(String),
+    /// This account's role does not allow it (e.g. a member removing someone).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// The request breaks a rule (an empty name, a bad role).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(GroupError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::UnknownUser | ErrorCode::InvalidUsername, message, .. } => {
+        Self::UnknownUser(message)
+    }
+    CallError::Refused { code: ErrorCode::NotFound, message, .. } => Self::NotFound(message),
+    CallError::Refused { code: ErrorCode::NotAllowed, message, .. } => Self::NotAllowed(message),
+    CallError::Refused { code: ErrorCode::Invalid | ErrorCode::TooLarge, message, .. } => {
+        Self::Invalid(message)
+    }
+});
+
+/// [`crate::Client::recall`] or [`crate::Client::delete`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecallError {
+    /// No message with that id here.
+    #[error("no message {0}")]
+    NotFound(String),
+    /// Only the author (or a group's owner or admins) may recall a message.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// Recalling in a `user:` or `group:` conversation needs the account logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The peer of a `peer:` conversation is not connected now.
+    #[error("{0} is not reachable now; try again when it is")]
+    Unreachable(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(RecallError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused { code: ErrorCode::NotFound, message, .. } => Self::NotFound(message),
+    CallError::Refused { code: ErrorCode::NotAllowed, message, .. } => Self::NotAllowed(message),
+});
+
+/// A settings change ([`crate::Client::set_dnd`], `set_muted`, `set_blocked`) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// This device is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The change breaks a rule (an address that cannot be muted or blocked, a full list).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Too many requests; retry after the time given.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    Throttled {
+        /// How long to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// No bootstrap is reachable.
+    #[error("no bootstrap reachable")]
+    NoBootstrap,
+    /// The bootstrap failed, or the request was lost on the way; retry later.
+    #[error("the bootstrap could not serve the request: {0}")]
+    Bootstrap(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
+from_call_error!(SettingsError, not_logged_in: Self::NotLoggedIn, {
+    CallError::Refused {
+        code: ErrorCode::Invalid | ErrorCode::TooLarge | ErrorCode::NotAllowed,
+        message,
+        ..
+    } => Self::Invalid(message),
 });
 
 /// A friend operation ([`crate::Client::friend_add`], `friend_accept`, `friend_remove`,

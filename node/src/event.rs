@@ -59,6 +59,53 @@ pub enum Event {
     /// account was logged out from another device or deleted, or the bootstrap no longer knows
     /// the session. The local session is already forgotten.
     LoggedOut,
+    /// This account is now a member of a group (someone added it, or it was added while this
+    /// device was away).
+    GroupInvited {
+        /// The group.
+        group: String,
+        /// Its name.
+        name: String,
+    },
+    /// `user` joined a group of this account's.
+    GroupMemberAdded {
+        /// The group.
+        group: String,
+        /// Who.
+        user: String,
+    },
+    /// `user` left or was removed from a group of this account's. When `user` is this account,
+    /// the group is gone from this device: nothing more arrives from it.
+    GroupMemberRemoved {
+        /// The group.
+        group: String,
+        /// Who.
+        user: String,
+    },
+    /// A group's name or roles changed.
+    GroupUpdated {
+        /// The group.
+        group: String,
+        /// Its name now.
+        name: String,
+    },
+    /// A message was recalled by its author (or a group admin): it stays in history as
+    /// recalled, without its content.
+    Recalled {
+        /// The message.
+        id: MessageId,
+        /// Its conversation.
+        conversation: Conversation,
+    },
+    /// A message was deleted from this account's history (here or on another of its devices).
+    Deleted {
+        /// The message.
+        id: MessageId,
+        /// Its conversation.
+        conversation: Conversation,
+    },
+    /// The account's settings changed (here or on another device of the account).
+    Settings(crate::client::Settings),
     /// Who wrote to this user while this device was away, sent once its bootstrap session is
     /// (re)established and before those messages arrive (as [`Event::Message`]s, oldest first).
     /// Only when there is something: `total > 0`.

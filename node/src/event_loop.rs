@@ -5,13 +5,18 @@
 //! This file holds messaging and peers; the bootstrap side (connection upkeep, account requests,
 //! the session, notifications) is in `event_loop/accounts.rs`, the account's mailbox (deposits of
 //! messages to users, offline catch-up, history from other devices) in `event_loop/mailbox.rs`,
-//! direct delivery of messages to users' devices in `event_loop/reach.rs`, and NAT traversal (relay reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in
+//! direct delivery of messages to users' devices in `event_loop/reach.rs`, groups (rosters,
+//! topics, messages) in `event_loop/groups.rs`, the account's settings (do-not-disturb, mute,
+//! blocking) in `event_loop/settings.rs`, and NAT traversal (relay reservations, relayed dials, keep-alive, AutoNAT, DCUtR) in
 //! `event_loop/nat.rs`.
 
 mod accounts;
+mod groups;
 mod mailbox;
 mod nat;
 mod reach;
+mod recall;
+mod settings;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -221,6 +226,26 @@ enum StoreDone {
         result: Result<Vec<MessageId>, StoreError>,
         reply: Reply<Result<usize, QueryError>>,
     },
+    /// A message to recall or delete is found (or not).
+    Found {
+        id: MessageId,
+        recall: bool,
+        result: Result<Option<StoredMessage>, StoreError>,
+        reply: Reply<Result<(), crate::error::RecallError>>,
+    },
+    /// A tombstone is stored (or not).
+    Buried {
+        conversation: Conversation,
+        id: MessageId,
+        tombstone: crate::store::Tombstone,
+        result: Result<crate::store::Buried, StoreError>,
+        reply: Option<Reply<Result<(), crate::error::RecallError>>>,
+    },
+    /// A message from elsewhere (a group's gossip) is stored: shown if new.
+    Stored {
+        record: StoredMessage,
+        result: Result<Inserted, StoreError>,
+    },
     /// Nothing left to do (bookkeeping writes, answered queries).
     Nothing,
 }
@@ -382,6 +407,11 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     };
 
     let session = opened.session.and_then(Session::from_stored);
+    let (rosters, settings) = if session.is_some() {
+        (opened.rosters, opened.settings.unwrap_or_default())
+    } else {
+        (Vec::new(), Default::default())
+    };
 
     // Messages to users still waiting for the bootstrap, in the order they were sent.
     let mut mailbox = Mailbox::new(
@@ -411,7 +441,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
     let (ready_tx, ready_rx) = oneshot::channel();
-    let event_loop = EventLoop {
+    let mut event_loop = EventLoop {
         swarm,
         commands: command_rx,
         events: event_tx.clone(),
@@ -427,6 +457,9 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         in_flight: HashMap::new(),
         outbox,
         devices: HashMap::new(),
+        rosters: HashMap::new(),
+        group_topics: HashMap::new(),
+        settings,
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -439,6 +472,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         relay_listeners: HashMap::new(),
         relay_dials: HashSet::new(),
     };
+    event_loop.load_rosters(rosters);
     tokio::spawn(event_loop.run());
     ready_rx
         .await
@@ -511,7 +545,7 @@ fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
         sent_at: record.sent_at,
         text: record.text,
         encrypted: false,
-        recalled: false,
+        recalled: record.recalled,
         notify: !record.outgoing,
         outgoing: record.outgoing,
         delivery: record.delivery,
@@ -536,6 +570,7 @@ fn incoming_record(
         outgoing: false,
         delivery: DeliveryState::Delivered,
         seq: 0,
+        recalled: false,
     }
 }
 
@@ -570,6 +605,12 @@ struct EventLoop {
     outbox: HashMap<PeerId, VecDeque<Outgoing>>,
     /// What this node knows of other users' devices, for delivering to them directly.
     devices: HashMap<String, reach::KnownDevices>,
+    /// The signed rosters of the logged-in account's groups, by group id.
+    rosters: HashMap<String, confab_protocol::group::Roster>,
+    /// The gossipsub topics of those groups.
+    group_topics: HashMap<gossipsub::TopicHash, String>,
+    /// The logged-in account's settings (defaults when logged out).
+    settings: confab_protocol::bootstrap::AccountSettings,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -632,7 +673,13 @@ impl EventLoop {
         Ok(())
     }
 
-    fn emit(&self, event: Event) {
+    fn emit(&self, mut event: Event) {
+        // The account's settings decide whether a message alerts.
+        if let Event::Message(m) = &mut event
+            && m.notify
+        {
+            m.notify = self.alerts(&m.conversation);
+        }
         // An error only means nobody is subscribed right now.
         let _ = self.events.send(event);
     }
@@ -697,6 +744,19 @@ impl EventLoop {
                 conversation,
                 reply,
             } => self.handle_mark_read(conversation, reply),
+            Command::Bury { id, recall, reply } => self.handle_bury_command(id, recall, reply),
+            Command::Settings(reply) => {
+                let _ = reply.send(crate::client::Settings::from_account(&self.settings));
+            }
+            Command::Groups(reply) => {
+                let mut groups: Vec<crate::client::Group> = self
+                    .rosters
+                    .values()
+                    .map(crate::client::Group::from_roster)
+                    .collect();
+                groups.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+                let _ = reply.send(groups);
+            }
             // `run` handles shutdown before dispatching here.
             Command::Shutdown(reply) => {
                 let _ = reply.send(Err(QueryError::NodeStopped));
@@ -779,15 +839,13 @@ impl EventLoop {
                     return;
                 }
             },
-            Conversation::Group(_) => {
-                let error = if self.session.is_some() {
-                    SendError::Unsupported(to.to_string())
-                } else {
-                    SendError::NotLoggedIn(to.to_string())
-                };
-                let _ = reply.send(Err(error));
-                return;
-            }
+            Conversation::Group(group) => match self.group_target(group) {
+                Ok(outbox) => Some(outbox),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
         };
         // The canonical receiver (`user:Bob` is `user:bob`).
         let to = match &outbox {
@@ -810,6 +868,7 @@ impl EventLoop {
             outgoing: true,
             delivery: DeliveryState::Pending,
             seq: 0,
+            recalled: false,
         };
         let author = record.from_user.clone();
         let store = self.store.clone();
@@ -875,6 +934,16 @@ impl EventLoop {
                         self.drive_mailbox();
                         self.deliver_to_user(user.clone(), message);
                     }
+                    (Conversation::Group(group), _, Some(author)) => {
+                        self.mailbox.add_deposit(
+                            author,
+                            format!("group:{group}"),
+                            message.clone(),
+                            Instant::now(),
+                        );
+                        self.drive_mailbox();
+                        self.publish_group(group, message);
+                    }
                     (Conversation::Broadcast, _, _) => self.publish_broadcast(message),
                     // `handle_send` refuses everything else before storing.
                     _ => tracing::error!("stored {} for {to} with nowhere to send it", message.id),
@@ -933,6 +1002,27 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_marked_read(receipt, result, reply),
+            StoreDone::Found {
+                id,
+                recall,
+                result,
+                reply,
+            } => self.handle_found(id, recall, result, reply),
+            StoreDone::Buried {
+                conversation,
+                id,
+                tombstone,
+                result,
+                reply,
+            } => self.handle_buried(conversation, id, tombstone, result, reply),
+            StoreDone::Stored { record, result } => match result {
+                Ok(Inserted::New) => match to_message(record) {
+                    Ok(message) => self.emit(Event::Message(message)),
+                    Err(e) => tracing::warn!("a stored message: {e}"),
+                },
+                Ok(Inserted::Duplicate) => {}
+                Err(e) => tracing::error!("cannot store {} : {e}", record.id),
+            },
             StoreDone::Nothing => {}
         }
     }
@@ -1457,6 +1547,7 @@ impl EventLoop {
                 let user = self.certified_user(&peer, &message);
                 (message, Conversation::peer(&peer), user)
             }
+            DirectRequest::Recall { id } => return self.handle_direct_recall(peer, id, channel),
             DirectRequest::UserChat { to, message } => match self.user_chat(&peer, &to, &message) {
                 Ok(author) => (message, Conversation::User(author.clone()), Some(author)),
                 Err(detail) => {
@@ -1482,6 +1573,16 @@ impl EventLoop {
                 return;
             }
         };
+        if self.blocks(&conversation, user.as_deref()) {
+            tracing::debug!("refusing {} from {peer}: blocked", message.id);
+            let detail = "the receiver does not accept messages from this sender".to_owned();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, reject(RejectReason::Invalid { detail }));
+            return;
+        }
         if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
             let _ = self
                 .swarm
@@ -1518,6 +1619,23 @@ impl EventLoop {
                     {
                         self.store_broadcast(author, chat);
                         gossipsub::MessageAcceptance::Accept
+                    }
+                    (
+                        author,
+                        Ok(GossipFrame::Group {
+                            group,
+                            message: chat,
+                        }),
+                    ) => self.group_gossip(author, &message.topic, group, chat),
+                    (
+                        author,
+                        Ok(GossipFrame::Recall {
+                            group: None,
+                            id,
+                            cert,
+                        }),
+                    ) if message.topic == self.topic.hash() => {
+                        self.broadcast_recall(author, id, cert)
                     }
                     (_, Ok(_)) => gossipsub::MessageAcceptance::Ignore,
                     (_, Err(e)) => {
@@ -1556,6 +1674,9 @@ impl EventLoop {
             return;
         }
         let user = self.certified_user(&author, &message);
+        if user.as_deref().is_some_and(|u| self.blocks_user(u)) {
+            return;
+        }
         let record = incoming_record(Conversation::Broadcast, &author, user.clone(), &message);
         let store = self.store.clone();
         self.run_store_op(async move {

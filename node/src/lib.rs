@@ -47,15 +47,16 @@ mod store;
 
 pub use address::Conversation;
 pub use client::{
-    Avatar, Client, DeliveryState, Friend, Friends, Message, PeerInfo, PeerSource, Profile, Sender,
-    UserSummary, WhoAmI,
+    Avatar, Client, DeliveryState, Friend, Friends, Group, GroupMember, Message, PeerInfo,
+    PeerSource, Profile, Sender, Settings, UserSummary, WhoAmI,
 };
+pub use confab_protocol::group::Role;
 pub use confab_protocol::{ContentHash, MessageId};
 pub use config::Config;
 pub use error::{
-    AvatarError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
-    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
-    StartError, StoreError,
+    AvatarError, DeleteAccountError, DialError, FriendError, GroupError, LoginError, LogoutError,
+    ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError, SearchError,
+    SendError, SettingsError, StartError, StoreError,
 };
 pub use event::Event;
 

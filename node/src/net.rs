@@ -87,7 +87,7 @@ pub fn build_node_swarm<B: NetworkBehaviour>(
 /// messages and one message relayed twice is one. Frames that do not decode (they will be
 /// rejected by validation) get a hash of their bytes.
 pub fn gossip_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
-    if let (Some(source), Ok(GossipFrame::Chat(chat))) =
+    if let (Some(source), Ok(GossipFrame::Chat(chat) | GossipFrame::Group { message: chat, .. })) =
         (message.source, decode::<GossipFrame>(&message.data))
     {
         let mut id = source.to_bytes();

@@ -13,12 +13,17 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
 
 use crate::address::Conversation;
-use crate::client::{Client, DeliveryState, Friends, Message, PeerInfo, Profile, WhoAmI};
+use crate::client::{
+    Client, DeliveryState, Friends, Group, Message, PeerInfo, Profile, Settings, WhoAmI,
+};
 use crate::error::{
-    AvatarError, DeleteAccountError, DialError, FriendError, LoginError, LogoutError,
-    ProfileGetError, ProfileSetError, QueryError, RegisterError, SearchError, SendError,
+    AvatarError, DeleteAccountError, DialError, FriendError, GroupError, LoginError, LogoutError,
+    ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError, SearchError,
+    SendError, SettingsError,
 };
 use crate::event::Event;
+use confab_protocol::MessageId;
+use confab_protocol::group::Role;
 
 /// Stable error codes of the interface (see `docs/rpc.md`).
 pub mod codes {
@@ -83,22 +88,7 @@ const DEFAULT_HISTORY_LIMIT: usize = 1000;
 
 /// Methods of the contract that later versions implement; until then they answer
 /// [`codes::METHOD_NOT_FOUND`] with a message that says so.
-const NOT_YET: &[&str] = &[
-    "group_create",
-    "group_invite",
-    "group_remove",
-    "group_leave",
-    "groups",
-    "group_members",
-    "recall",
-    "delete",
-    "block",
-    "unblock",
-    "blocked",
-    "dnd",
-    "mute",
-    "fetch_file",
-];
+const NOT_YET: &[&str] = &["fetch_file"];
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +184,26 @@ account_error_to_rpc!(FriendError {
     FriendError::NotAllowed(_) => codes::NOT_ALLOWED,
 });
 
+account_error_to_rpc!(GroupError {
+    GroupError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    GroupError::UnknownUser(_) => codes::UNKNOWN_USER,
+    GroupError::NotFound(_) => codes::NOT_FOUND,
+    GroupError::NotAllowed(_) => codes::NOT_ALLOWED,
+    GroupError::Invalid(_) => codes::INVALID_PARAMS,
+});
+
+account_error_to_rpc!(RecallError {
+    RecallError::NotFound(_) => codes::NOT_FOUND,
+    RecallError::NotAllowed(_) => codes::NOT_ALLOWED,
+    RecallError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    RecallError::Unreachable(_) => codes::UNREACHABLE,
+    RecallError::Store(_) => codes::STORAGE,
+});
+account_error_to_rpc!(SettingsError {
+    SettingsError::NotLoggedIn => codes::NOT_LOGGED_IN,
+    SettingsError::Invalid(_) => codes::INVALID_PARAMS,
+});
+
 impl From<QueryError> for RpcError {
     fn from(e: QueryError) -> Self {
         let code = match e {
@@ -211,6 +221,7 @@ impl From<SendError> for RpcError {
             SendError::NotLoggedIn(_) => codes::NOT_LOGGED_IN,
             SendError::Unsupported(_) => codes::METHOD_NOT_FOUND,
             SendError::Invalid(_) => codes::INVALID_MESSAGE,
+            SendError::NotMember(_) => codes::NOT_FOUND,
             SendError::QueueFull(_) | SendError::OutboxFull(_) => codes::BUSY,
             SendError::Store(_) => codes::STORAGE,
             _ => codes::NODE_STOPPED,
@@ -286,6 +297,40 @@ fn friends_json(f: &Friends) -> Value {
     )
 }
 
+/// The account's settings as the RPC shows them.
+fn settings_json(settings: &Settings) -> Value {
+    let list = |l: &[Conversation]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
+    json!({
+        "dnd": settings.dnd,
+        "muted": list(&settings.muted),
+        "blocked": list(&settings.blocked),
+    })
+}
+
+/// A boolean parameter.
+fn param_bool(params: &Value, name: &str) -> Result<bool, RpcError> {
+    params.get(name).and_then(Value::as_bool).ok_or_else(|| {
+        RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("`{name}` must be true or false"),
+        )
+    })
+}
+
+/// A group as the RPC shows it.
+fn group_json(group: &Group) -> Value {
+    json!({
+        "group": group.id,
+        "name": group.name,
+        "version": group.version,
+        "members": group
+            .members
+            .iter()
+            .map(|m| json!({"user": m.user, "role": m.role.as_str()}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// The notification for an event, if it has one.
 pub fn event_notification(event: &Event) -> Option<Value> {
     let (method, params) = match event {
@@ -308,6 +353,28 @@ pub fn event_notification(event: &Event) -> Option<Value> {
         Event::FriendAdded { user } => ("friend_added", json!({ "user": user })),
         Event::FriendRemoved { user } => ("friend_removed", json!({ "user": user })),
         Event::LoggedOut => ("logged_out", json!({})),
+        Event::Settings(settings) => ("settings", settings_json(settings)),
+        Event::Recalled { id, conversation } => (
+            "recalled",
+            json!({"id": id.to_string(), "conversation": conversation.to_string()}),
+        ),
+        Event::Deleted { id, conversation } => (
+            "deleted",
+            json!({"id": id.to_string(), "conversation": conversation.to_string()}),
+        ),
+        Event::GroupInvited { group, name } => {
+            ("group_invited", json!({"group": group, "name": name}))
+        }
+        Event::GroupMemberAdded { group, user } => {
+            ("group_member_added", json!({"group": group, "user": user}))
+        }
+        Event::GroupMemberRemoved { group, user } => (
+            "group_member_removed",
+            json!({"group": group, "user": user}),
+        ),
+        Event::GroupUpdated { group, name } => {
+            ("group_updated", json!({"group": group, "name": name}))
+        }
         Event::OfflineSummary { senders, total } => {
             // An object keyed by conversation (the contract's form); a conversation listed twice
             // adds up.
@@ -461,6 +528,114 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
         "friend_requests" => {
             let friends = client.friends().await?;
             Ok(json!({"incoming": friends.incoming, "outgoing": friends.outgoing}))
+        }
+        "recall" | "delete" => {
+            let text = param_str(params, "id")?;
+            let id: MessageId = text
+                .parse()
+                .map_err(|_| RpcError::new(codes::INVALID_PARAMS, "`id` must be 32 hex digits"))?;
+            if method == "recall" {
+                client.recall(id).await?;
+            } else {
+                client.delete(id).await?;
+            }
+            Ok(json!({}))
+        }
+        "dnd" => {
+            let enabled = param_bool(params, "enabled")?;
+            Ok(settings_json(&client.set_dnd(enabled).await?))
+        }
+        "mute" => {
+            let conversation = parse_conversation(param_str(params, "conversation")?)?;
+            let muted = param_bool(params, "muted")?;
+            Ok(settings_json(
+                &client.set_muted(&conversation, muted).await?,
+            ))
+        }
+        "block" | "unblock" => {
+            let target = parse_conversation(param_str(params, "target")?)?;
+            let settings = client.set_blocked(&target, method == "block").await?;
+            Ok(settings_json(&settings))
+        }
+        "blocked" => Ok(settings_json(&client.settings().await?)["blocked"].clone()),
+        "settings" => Ok(settings_json(&client.settings().await?)),
+        "group_create" => {
+            let name = param_str(params, "name")?;
+            let members = match params.get("members") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str().ok_or_else(|| {
+                            RpcError::new(codes::INVALID_PARAMS, "`members` must be usernames")
+                        })
+                    })
+                    .collect::<Result<Vec<&str>, RpcError>>()?,
+                Some(_) => {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMS,
+                        "`members` must be an array of usernames",
+                    ));
+                }
+            };
+            let group = client.group_create(name, &members).await?;
+            Ok(json!({ "group": group.id, "roster": group_json(&group) }))
+        }
+        "group_invite" => {
+            let (group, user) = (param_str(params, "group")?, param_str(params, "user")?);
+            Ok(group_json(&client.group_invite(group, user).await?))
+        }
+        "group_remove" => {
+            let (group, user) = (param_str(params, "group")?, param_str(params, "user")?);
+            Ok(group_json(&client.group_remove(group, user).await?))
+        }
+        "group_set_role" => {
+            let (group, user) = (param_str(params, "group")?, param_str(params, "user")?);
+            let role = match param_str(params, "role")? {
+                "admin" => Role::Admin,
+                "member" => Role::Member,
+                _ => {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMS,
+                        "`role` must be \"admin\" or \"member\"",
+                    ));
+                }
+            };
+            Ok(group_json(&client.group_set_role(group, user, role).await?))
+        }
+        "group_rename" => {
+            let (group, name) = (param_str(params, "group")?, param_str(params, "name")?);
+            Ok(group_json(&client.group_rename(group, name).await?))
+        }
+        "group_leave" => {
+            client.group_leave(param_str(params, "group")?).await?;
+            Ok(json!({}))
+        }
+        "groups" => {
+            let me = client.whoami().await?.user;
+            let groups = client.groups().await?;
+            Ok(Value::Array(
+                groups
+                    .iter()
+                    .map(|g| {
+                        let role = me.as_deref().and_then(|u| g.role_of(u));
+                        json!({
+                            "group": g.id,
+                            "name": g.name,
+                            "role": role.map(Role::as_str),
+                            "members": g.members.len(),
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        "group_members" => {
+            let group = param_str(params, "group")?;
+            let groups = client.groups().await?;
+            let found = groups.iter().find(|g| g.id == group).ok_or_else(|| {
+                RpcError::new(codes::NOT_FOUND, format!("not a member of group {group}"))
+            })?;
+            Ok(group_json(found)["members"].clone())
         }
         m if NOT_YET.contains(&m) => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,

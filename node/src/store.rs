@@ -13,17 +13,26 @@
 //!   peer id), so a device stays logged in across restarts until it logs out, and how far this
 //!   device has synced its account's mailbox (`mailbox_cursor`: CBOR of the user and the last
 //!   mailbox sequence number stored here; written in the transaction that stores the page, and
-//!   forgotten with the session).
+//!   forgotten with the session), and the account's settings (`settings`: CBOR of
+//!   `AccountSettings`, forgotten with the session).
 //! - `messages_v1`: `author/message id -> record` (CBOR): deduplication and lookup. The author is
 //!   part of the key, so a peer that replays someone else's id cannot shadow their message.
 //! - `history_v1`: `(conversation, seq) -> message key`: each conversation in local order.
 //! - `outbox_v1`: `message key -> peer id`: direct messages not yet acknowledged.
-//! - `mailbox_outbox_v1`: `message key -> username`: messages to users not yet stored by the
-//!   bootstrap (written in the transaction that stores the message).
+//! - `mailbox_outbox_v1`: `message key -> username` or `group:<id>`: messages to users and
+//!   groups not yet stored by the bootstrap (written in the transaction that stores the message).
 //! - `peers_v1`: `peer id -> record` (CBOR): peers seen, their names and addresses.
 //! - `message_ids_v1`: `(conversation, message id) -> message key`: finds the message a receipt
 //!   names (receipts carry ids, not authors' devices). Per conversation, so an id replayed in
 //!   another conversation cannot attract a receipt.
+//! - `groups_v1`: `group id -> roster` (CBOR): the signed membership of each group of the
+//!   account logged in (forgotten with the session), so group messages can be checked while the
+//!   bootstrap is unreachable.
+//! - `message_conversations_v1`: `message id -> conversation`: where an id lives, for `recall`
+//!   and `delete` by id (the first conversation that used the id).
+//! - `tombstones_v1`: `(conversation, message id) -> tombstone` (CBOR): messages recalled or
+//!   deleted, kept for good, so a copy that arrives later (a mailbox page, a retry, a tombstone
+//!   that came first) never brings the content back.
 //! - `receipt_outbox_v1`: `(author account, receiver, message id) -> local seq`: read receipts
 //!   not yet stored by the bootstrap (written in the transaction that marks the messages read).
 
@@ -31,7 +40,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 
 use confab_protocol::MessageId;
-use confab_protocol::bootstrap::DeviceCert;
+use confab_protocol::bootstrap::{AccountSettings, DeviceCert};
+use confab_protocol::group::Roster;
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
@@ -50,6 +60,10 @@ const OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("outbox_v1");
 const MAILBOX_OUTBOX: TableDefinition<&[u8], &str> = TableDefinition::new("mailbox_outbox_v1");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers_v1");
 const MESSAGE_IDS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("message_ids_v1");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups_v1");
+const MESSAGE_CONVERSATIONS: TableDefinition<&[u8], &str> =
+    TableDefinition::new("message_conversations_v1");
+const TOMBSTONES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("tombstones_v1");
 const RECEIPT_OUTBOX: TableDefinition<(&str, &str, &[u8]), u64> =
     TableDefinition::new("receipt_outbox_v1");
 
@@ -58,6 +72,7 @@ const KEY_NAME: &str = "name";
 const KEY_NEXT_SEQ: &str = "next_seq";
 const KEY_SESSION: &str = "session";
 const KEY_MAILBOX_CURSOR: &str = "mailbox_cursor";
+const KEY_SETTINGS: &str = "settings";
 
 /// The file name of the store inside the data dir.
 pub(crate) const STORE_FILE: &str = "confab.redb";
@@ -85,6 +100,32 @@ pub(crate) struct StoredMessage {
     /// Local order, assigned at insertion.
     #[serde(default)]
     pub seq: u64,
+    /// Recalled by its author (or a group admin): the content is gone.
+    #[serde(default)]
+    pub recalled: bool,
+}
+
+/// What happened to a message for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Tombstone {
+    /// Recalled. `by`: who must have written the message for the recall to apply to it (an
+    /// account, or a peer id for a `peer:` conversation); `None` when the bootstrap checked.
+    Recalled { by: Option<String> },
+    /// Deleted from this account's history.
+    Deleted,
+}
+
+/// What a tombstone did to the message it names.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Buried {
+    /// The message is here and now recalled (or deleted).
+    Applied,
+    /// The message was recalled already.
+    Already,
+    /// Not here (yet): the tombstone waits for it.
+    Waiting,
+    /// The message is here but its author is not who the tombstone says: ignored.
+    Refused,
 }
 
 /// A peer as remembered across restarts.
@@ -126,6 +167,10 @@ pub(crate) struct Opened {
     pub peers: Vec<KnownPeer>,
     pub session: Option<StoredSession>,
     pub mailbox_cursor: Option<MailboxCursor>,
+    /// The rosters of the logged-in account's groups.
+    pub rosters: Vec<Roster>,
+    /// The logged-in account's settings, as last heard.
+    pub settings: Option<AccountSettings>,
 }
 
 /// Where a message this node sends waits until it is accepted.
@@ -135,6 +180,8 @@ pub(crate) enum Outbox {
     Peer(String),
     /// Until the bootstrap stores it in this user's mailbox.
     Mailbox(String),
+    /// Until the bootstrap stores it for the members of this group.
+    Group(String),
 }
 
 /// One entry of a mailbox page, as the store takes it.
@@ -151,6 +198,12 @@ pub(crate) enum PageItem {
         state: DeliveryState,
         ids: Vec<MessageId>,
     },
+    /// A recall or a deletion of message `id` of `conversation` (checked by the bootstrap).
+    Tombstone {
+        conversation: String,
+        id: MessageId,
+        tombstone: Tombstone,
+    },
 }
 
 /// What storing one [`PageItem`] did.
@@ -160,6 +213,13 @@ pub(crate) enum PageOutcome {
     Message(Inserted, StoredMessage),
     /// The messages a receipt raised, with their new state.
     Raised(Vec<(MessageId, DeliveryState)>),
+    /// What a tombstone did.
+    Buried {
+        conversation: String,
+        id: MessageId,
+        tombstone: Tombstone,
+        outcome: Buried,
+    },
 }
 
 /// The result of inserting a message.
@@ -209,6 +269,18 @@ enum Request {
         peer: KnownPeer,
         reply: Reply<()>,
     },
+    PutRoster {
+        roster: Box<Roster>,
+        reply: Reply<()>,
+    },
+    DropRoster {
+        group: String,
+        reply: Reply<()>,
+    },
+    PutSettings {
+        settings: AccountSettings,
+        reply: Reply<()>,
+    },
     SetName {
         name: String,
         reply: Reply<()>,
@@ -231,6 +303,16 @@ enum Request {
     ReceiptOutbox {
         reply: Reply<Vec<(String, String, MessageId)>>,
     },
+    Bury {
+        conversation: String,
+        id: MessageId,
+        tombstone: Tombstone,
+        reply: Reply<Buried>,
+    },
+    ConversationOf {
+        id: MessageId,
+        reply: Reply<Option<StoredMessage>>,
+    },
     Close {
         reply: Reply<()>,
     },
@@ -247,6 +329,10 @@ impl Request {
                 | Request::FinishReceipt { .. }
                 | Request::SetDelivery { .. }
                 | Request::PutPeer { .. }
+                | Request::PutRoster { .. }
+                | Request::DropRoster { .. }
+                | Request::PutSettings { .. }
+                | Request::Bury { .. }
                 | Request::SetName { .. }
                 | Request::SetSession { .. }
         )
@@ -258,6 +344,7 @@ impl Request {
             Request::InsertMessage { .. }
                 | Request::StoreMailboxPage { .. }
                 | Request::MarkRead { .. }
+                | Request::Bury { .. }
                 | Request::SetName { .. }
                 | Request::SetSession { .. }
         )
@@ -281,6 +368,11 @@ impl std::fmt::Debug for Request {
             Request::ReceiptOutbox { .. } => "ReceiptOutbox",
             Request::SetDelivery { .. } => "SetDelivery",
             Request::PutPeer { .. } => "PutPeer",
+            Request::PutRoster { .. } => "PutRoster",
+            Request::DropRoster { .. } => "DropRoster",
+            Request::PutSettings { .. } => "PutSettings",
+            Request::Bury { .. } => "Bury",
+            Request::ConversationOf { .. } => "ConversationOf",
             Request::SetName { .. } => "SetName",
             Request::SetSession { .. } => "SetSession",
             Request::History { .. } => "History",
@@ -436,13 +528,58 @@ impl Store {
         self.call(|reply| Request::PutPeer { peer, reply }).await
     }
 
+    /// Remembers a group's roster (replacing an older one).
+    pub(crate) async fn put_roster(&self, roster: Roster) -> Result<(), StoreError> {
+        self.call(|reply| Request::PutRoster {
+            roster: Box::new(roster),
+            reply,
+        })
+        .await
+    }
+
+    /// Forgets a group (this account left it or was removed).
+    pub(crate) async fn drop_roster(&self, group: String) -> Result<(), StoreError> {
+        self.call(|reply| Request::DropRoster { group, reply })
+            .await
+    }
+
+    /// Recalls or deletes message `id` of `conversation` for good (a tombstone that outlives
+    /// the message, and applies to it if it arrives later).
+    pub(crate) async fn bury(
+        &self,
+        conversation: String,
+        id: MessageId,
+        tombstone: Tombstone,
+    ) -> Result<Buried, StoreError> {
+        self.call(|reply| Request::Bury {
+            conversation,
+            id,
+            tombstone,
+            reply,
+        })
+        .await
+    }
+
+    /// The message with this id (in the first conversation that used the id), if it is here.
+    pub(crate) async fn find(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.call(|reply| Request::ConversationOf { id, reply })
+            .await
+    }
+
+    /// Remembers the account's settings.
+    pub(crate) async fn put_settings(&self, settings: AccountSettings) -> Result<(), StoreError> {
+        self.call(|reply| Request::PutSettings { settings, reply })
+            .await
+    }
+
     /// Remembers the display name.
     pub(crate) async fn set_name(&self, name: String) -> Result<(), StoreError> {
         self.call(|reply| Request::SetName { name, reply }).await
     }
 
     /// Remembers (durably) the account this device is logged into, or forgets it with `None`
-    /// (and with it the mailbox cursor: the next login syncs the whole mailbox again).
+    /// (and with it the mailbox cursor and the groups: the next login syncs the whole mailbox
+    /// again).
     pub(crate) async fn set_session(
         &self,
         session: Option<StoredSession>,
@@ -498,6 +635,18 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
         txn.open_table(MAILBOX_OUTBOX)?;
         txn.open_table(MESSAGE_IDS)?;
         txn.open_table(RECEIPT_OUTBOX)?;
+        txn.open_table(MESSAGE_CONVERSATIONS)?;
+        txn.open_table(TOMBSTONES)?;
+        let groups_table = txn.open_table(GROUPS)?;
+        let mut rosters = Vec::new();
+        for entry in groups_table.iter()? {
+            let (_, v) = entry?;
+            match cbor4ii::serde::from_slice::<Roster>(v.value()) {
+                Ok(r) => rosters.push(r),
+                // Harmless: fetched again from the bootstrap at the next session.
+                Err(e) => tracing::warn!("skipping an unreadable group roster: {e:?}"),
+            }
+        }
         let peers_table = txn.open_table(PEERS)?;
         let stored = meta.get(KEY_IDENTITY)?.map(|v| v.value().to_vec());
         let identity = match stored {
@@ -531,6 +680,10 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             },
             None => None,
         };
+        let settings = match meta.get(KEY_SETTINGS)? {
+            Some(v) => cbor4ii::serde::from_slice::<AccountSettings>(v.value()).ok(),
+            None => None,
+        };
         let mut peers = Vec::new();
         for entry in peers_table.iter()? {
             let (_, v) = entry?;
@@ -545,6 +698,8 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             peers,
             session,
             mailbox_cursor,
+            rosters,
+            settings,
         }
     };
     txn.commit()?;
@@ -705,6 +860,35 @@ impl Actor {
                         })();
                         apply(&mut done, reply, put)?
                     }
+                    Request::PutRoster { roster, reply } => {
+                        let put = (|| {
+                            txn.open_table(GROUPS)?
+                                .insert(roster.group.as_str(), to_cbor(&roster)?.as_slice())?;
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, put)?
+                    }
+                    Request::DropRoster { group, reply } => {
+                        let dropped = (|| {
+                            txn.open_table(GROUPS)?.remove(group.as_str())?;
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, dropped)?
+                    }
+                    Request::Bury {
+                        conversation,
+                        id,
+                        tombstone,
+                        reply,
+                    } => apply(&mut done, reply, bury(&txn, &conversation, &id, tombstone))?,
+                    Request::PutSettings { settings, reply } => {
+                        let put = (|| {
+                            txn.open_table(META)?
+                                .insert(KEY_SETTINGS, to_cbor(&settings)?.as_slice())?;
+                            Ok(())
+                        })();
+                        apply(&mut done, reply, put)?
+                    }
                     Request::SetName { name, reply } => {
                         let set = (|| {
                             txn.open_table(META)?.insert(KEY_NAME, name.as_bytes())?;
@@ -722,6 +906,8 @@ impl Actor {
                                 None => {
                                     meta.remove(KEY_SESSION)?;
                                     meta.remove(KEY_MAILBOX_CURSOR)?;
+                                    meta.remove(KEY_SETTINGS)?;
+                                    txn.open_table(GROUPS)?.retain(|_, _| false)?;
                                 }
                             }
                             Ok(())
@@ -733,6 +919,7 @@ impl Actor {
                     | Request::Outbox { .. }
                     | Request::MailboxOutbox { .. }
                     | Request::ReceiptOutbox { .. }
+                    | Request::ConversationOf { .. }
                     | Request::Close { .. } => {}
                 }
             }
@@ -764,6 +951,9 @@ impl Actor {
             }
             Request::ReceiptOutbox { reply } => {
                 let _ = reply.send(self.receipt_outbox());
+            }
+            Request::ConversationOf { id, reply } => {
+                let _ = reply.send(self.conversation_of(&id));
             }
             other => tracing::error!("store request {other:?} routed as a read"),
         }
@@ -808,6 +998,28 @@ impl Actor {
         Ok(out)
     }
 
+    fn conversation_of(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(conversation) = txn
+            .open_table(MESSAGE_CONVERSATIONS)?
+            .get(id.as_bytes().as_slice())?
+            .map(|v| v.value().to_owned())
+        else {
+            return Ok(None);
+        };
+        let Some(key) = txn
+            .open_table(MESSAGE_IDS)?
+            .get((conversation.as_str(), id.as_bytes().as_slice()))?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        match txn.open_table(MESSAGES)?.get(key.as_slice())? {
+            Some(v) => Ok(Some(from_cbor(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn receipt_outbox(&self) -> Result<Vec<(String, String, MessageId)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RECEIPT_OUTBOX)?;
@@ -850,6 +1062,22 @@ fn insert_message(
     if messages.get(key.as_slice())?.is_some() {
         return Ok(Inserted::Duplicate);
     }
+    let conversation = record.conversation.clone();
+    let by_id = (conversation.as_str(), record.id.as_bytes().as_slice());
+    let tombstone = match txn.open_table(TOMBSTONES)?.get(by_id)? {
+        Some(v) => Some(from_cbor::<Tombstone>(v.value())?),
+        None => None,
+    };
+    match tombstone {
+        // Deleted here for good: a later copy does not bring it back.
+        Some(Tombstone::Deleted) => return Ok(Inserted::Duplicate),
+        // Recalled before it arrived: kept as recalled, without its content.
+        Some(Tombstone::Recalled { by }) if by_matches(by.as_deref(), &record) => {
+            record.text = None;
+            record.recalled = true;
+        }
+        _ => {}
+    }
     let mut meta = txn.open_table(META)?;
     let seq = match meta.get(KEY_NEXT_SEQ)? {
         Some(v) => {
@@ -867,12 +1095,18 @@ fn insert_message(
     txn.open_table(HISTORY)?
         .insert((record.conversation.as_str(), seq), key.as_slice())?;
     let mut ids = txn.open_table(MESSAGE_IDS)?;
-    let by_id = (
-        record.conversation.as_str(),
-        record.id.as_bytes().as_slice(),
-    );
     if ids.get(by_id)?.is_none() {
         ids.insert(by_id, key.as_slice())?;
+    }
+    let mut conversations = txn.open_table(MESSAGE_CONVERSATIONS)?;
+    if conversations
+        .get(record.id.as_bytes().as_slice())?
+        .is_none()
+    {
+        conversations.insert(
+            record.id.as_bytes().as_slice(),
+            record.conversation.as_str(),
+        )?;
     }
     match outbox {
         Some(Outbox::Peer(peer)) => {
@@ -882,6 +1116,11 @@ fn insert_message(
         Some(Outbox::Mailbox(user)) => {
             txn.open_table(MAILBOX_OUTBOX)?
                 .insert(key.as_slice(), user.as_str())?;
+        }
+        // A username never contains ':', so the two kinds cannot be confused when loaded.
+        Some(Outbox::Group(group)) => {
+            txn.open_table(MAILBOX_OUTBOX)?
+                .insert(key.as_slice(), format!("group:{group}").as_str())?;
         }
         None => {}
     }
@@ -908,6 +1147,19 @@ fn store_mailbox_page(
                 state,
                 ids,
             } => PageOutcome::Raised(apply_receipt(txn, &conversation, mine, state, &ids)?),
+            PageItem::Tombstone {
+                conversation,
+                id,
+                tombstone,
+            } => {
+                let outcome = bury(txn, &conversation, &id, tombstone.clone())?;
+                PageOutcome::Buried {
+                    conversation,
+                    id,
+                    tombstone,
+                    outcome,
+                }
+            }
         });
     }
     let mut meta = txn.open_table(META)?;
@@ -920,6 +1172,75 @@ fn store_mailbox_page(
         meta.insert(KEY_MAILBOX_CURSOR, to_cbor(cursor)?.as_slice())?;
     }
     Ok(stored)
+}
+
+/// Whether a recall by `by` (an account or a peer id; `None`: checked by the bootstrap) applies
+/// to `record`.
+fn by_matches(by: Option<&str>, record: &StoredMessage) -> bool {
+    match by {
+        None => true,
+        Some(by) => record.from_user.as_deref() == Some(by) || record.from_peer == by,
+    }
+}
+
+/// Applies a tombstone to message `id` of `conversation` (if it is here) and keeps it for copies
+/// that arrive later.
+fn bury(
+    txn: &WriteTransaction,
+    conversation: &str,
+    id: &MessageId,
+    tombstone: Tombstone,
+) -> Result<Buried, StoreError> {
+    let by_id = (conversation, id.as_bytes().as_slice());
+    let key = txn
+        .open_table(MESSAGE_IDS)?
+        .get(by_id)?
+        .map(|v| v.value().to_vec());
+    let mut messages = txn.open_table(MESSAGES)?;
+    let record = match &key {
+        Some(key) => match messages.get(key.as_slice())? {
+            Some(v) => Some(from_cbor::<StoredMessage>(v.value())?),
+            None => None,
+        },
+        None => None,
+    };
+    let outcome = match (&record, &tombstone) {
+        (None, _) => Buried::Waiting,
+        (Some(r), Tombstone::Recalled { by }) if !by_matches(by.as_deref(), r) => {
+            return Ok(Buried::Refused);
+        }
+        (Some(r), Tombstone::Recalled { .. }) if r.recalled => Buried::Already,
+        (Some(_), _) => Buried::Applied,
+    };
+    if let (Some(key), Some(record)) = (key, record) {
+        match tombstone {
+            Tombstone::Recalled { .. } => {
+                let recalled = StoredMessage {
+                    text: None,
+                    recalled: true,
+                    ..record
+                };
+                messages.insert(key.as_slice(), to_cbor(&recalled)?.as_slice())?;
+            }
+            Tombstone::Deleted => {
+                messages.remove(key.as_slice())?;
+                txn.open_table(HISTORY)?
+                    .remove((record.conversation.as_str(), record.seq))?;
+                txn.open_table(OUTBOX)?.remove(key.as_slice())?;
+                txn.open_table(MAILBOX_OUTBOX)?.remove(key.as_slice())?;
+            }
+        }
+    }
+    // A deletion outranks a recall; a recall never replaces a deletion.
+    let mut tombstones = txn.open_table(TOMBSTONES)?;
+    let keep = match tombstones.get(by_id)? {
+        Some(v) => !matches!(from_cbor::<Tombstone>(v.value())?, Tombstone::Deleted),
+        None => true,
+    };
+    if keep {
+        tombstones.insert(by_id, to_cbor(&tombstone)?.as_slice())?;
+    }
+    Ok(outcome)
 }
 
 /// Raises the messages of `conversation` named by a receipt; returns those that moved. `mine`:
@@ -1057,6 +1378,7 @@ mod tests {
             outgoing: false,
             delivery: DeliveryState::Delivered,
             seq: 0,
+            recalled: false,
         }
     }
 

@@ -222,10 +222,24 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     assert_eq!(node.response(&Value::Null)["error"]["code"], -32600);
 
     assert_eq!(node.call_err("teleport", json!({})), -32601);
+    // Planned for a later version: "not available", not "no such method".
+    assert_eq!(node.call_err("fetch_file", json!({"id": "00"})), -32601);
+    assert_eq!(node.call_err("recall", json!({"id": "00"})), -32602);
+    assert_eq!(
+        node.call_err("recall", json!({"id": "00112233445566778899aabbccddeeff"})),
+        -32064,
+        "no such message"
+    );
     assert_eq!(
         node.call_err("group_create", json!({"name": "x", "members": []})),
-        -32601
+        -32020,
+        "groups need an account"
     );
+    assert_eq!(
+        node.call_err("mark_read", json!({"conversation": "nonsense"})),
+        -32010
+    );
+    assert_eq!(node.call_err("dnd", json!({"enabled": "yes"})), -32602);
     // Accounts need a bootstrap; this node has none (and no mDNS to find one).
     assert_eq!(
         node.call_err("login", json!({"user": "xavier", "password": "y"})),

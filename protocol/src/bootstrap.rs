@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Wire;
+use crate::group::{GroupVersion, Role, Roster};
 use crate::ids::{ContentHash, MessageId};
 use crate::limits::*;
 use crate::message::ChatMessage;
@@ -132,9 +133,126 @@ pub enum BootstrapRequest {
         /// Whose.
         user: String,
     },
+    /// Creates a group with this account as its owner and `members` as members. Answered with
+    /// [`BootstrapResponse::Group`].
+    GroupCreate {
+        /// Its name.
+        name: String,
+        /// The other members (usernames; at most [`MAX_GROUP_MEMBERS`] - 1).
+        members: Vec<String>,
+    },
+    /// Adds `user` to `group` (owners and admins only). Answered with the new roster.
+    GroupInvite {
+        /// The group.
+        group: String,
+        /// Whom.
+        user: String,
+    },
+    /// Removes `user` from `group` (owners remove anyone but themselves, admins remove members).
+    /// Answered with the new roster.
+    GroupRemove {
+        /// The group.
+        group: String,
+        /// Whom.
+        user: String,
+    },
+    /// This account leaves `group` (an owner leaving hands the group to its oldest admin, else
+    /// its oldest member; the last member leaving ends it). Answered with `Done`.
+    GroupLeave {
+        /// The group.
+        group: String,
+    },
+    /// The owner makes `user` an admin or a plain member. Answered with the new roster.
+    GroupSetRole {
+        /// The group.
+        group: String,
+        /// Whom.
+        user: String,
+        /// [`Role::Admin`] or [`Role::Member`].
+        role: Role,
+    },
+    /// Renames `group` (owners and admins). Answered with the new roster.
+    GroupRename {
+        /// The group.
+        group: String,
+        /// The new name.
+        name: String,
+    },
+    /// The groups this account is a member of, with their versions.
+    Groups,
+    /// A group's roster now (members only).
+    GroupInfo {
+        /// The group.
+        group: String,
+    },
+    /// Stores a message to `group` in the mailbox of every member (the author's own included,
+    /// for its other devices). Members only; answered with `Deposited` after the commit; the same
+    /// id from the same author is stored once.
+    GroupPost {
+        /// The group.
+        group: String,
+        /// The message.
+        message: ChatMessage,
+    },
+    /// Recalls message `id` of `conversation` (`user:x` or `group:y`, as the requester sees it)
+    /// for everyone: only its author, or in a group also an owner or admin. The bootstrap drops
+    /// the stored body everywhere and puts a tombstone into the mailbox of everyone involved.
+    /// Answered with `Deposited` after the commit.
+    Recall {
+        /// The conversation.
+        conversation: String,
+        /// The message.
+        id: MessageId,
+        /// The message's author (its account).
+        author: String,
+    },
+    /// Deletes message `id` of `conversation` from this account's history on all its devices
+    /// (nobody else's). Answered with `Deposited` after the commit.
+    Delete {
+        /// The conversation.
+        conversation: String,
+        /// The message.
+        id: MessageId,
+    },
+    /// This account's settings.
+    Settings,
+    /// Turns do-not-disturb on or off for the account (every device). Answered with `Settings`.
+    SetDnd {
+        /// On?
+        enabled: bool,
+    },
+    /// Mutes or unmutes a conversation for the account. Answered with `Settings`.
+    SetMuted {
+        /// `user:x`, `group:y`, `peer:z` or `broadcast`.
+        conversation: String,
+        /// Muted?
+        muted: bool,
+    },
+    /// Blocks or unblocks a user (`user:x`) or a group (`group:y`) for the account: the bootstrap
+    /// refuses a blocked user's messages, friend requests and invites to this account, and
+    /// stores nothing of a blocked group for it. Answered with `Settings`.
+    SetBlocked {
+        /// `user:x` or `group:y`.
+        target: String,
+        /// Blocked?
+        blocked: bool,
+    },
     /// A request kind this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// An account's settings: the same on every device of the account, kept by the bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AccountSettings {
+    /// Grows with every change.
+    pub version: u64,
+    /// Do-not-disturb: no alerts for any message.
+    pub dnd: bool,
+    /// Conversations without alerts (at most [`MAX_MUTED`]).
+    pub muted: Vec<String>,
+    /// Blocked users (`user:x`) and groups (`group:y`), at most [`MAX_BLOCKED`].
+    pub blocked: Vec<String>,
 }
 
 /// A bootstrap's signature that a device (peer id) belongs to a user. Any peer can check it with
@@ -297,6 +415,15 @@ pub enum BootstrapResponse {
     },
     /// Who sent how many.
     Summary(OfflineSummary),
+    /// A group's roster.
+    Group(Roster),
+    /// This account's settings.
+    Settings(AccountSettings),
+    /// This account's groups.
+    GroupList {
+        /// At most [`MAX_GROUPS_PER_USER`].
+        groups: Vec<GroupVersion>,
+    },
     /// The devices of `user` connected now.
     Devices {
         /// Whose.
@@ -358,6 +485,19 @@ pub enum MailboxItem {
         state: ReceiptState,
         /// Which (at most [`MAX_RECEIPT_IDS`]).
         ids: Vec<MessageId>,
+    },
+    /// `from_user` recalled its message `id` in the conversation (its author, or an owner or
+    /// admin of the group): every copy shows it as recalled, without its content. The bootstrap
+    /// has dropped the stored body.
+    Recall {
+        /// The message.
+        id: MessageId,
+    },
+    /// The owner deleted message `id` of the conversation from its history, on every device of
+    /// its own (only ever in the owner's own mailbox).
+    Delete {
+        /// The message.
+        id: MessageId,
     },
     /// An item this version does not know (skipped).
     #[serde(other)]
@@ -433,6 +573,19 @@ pub enum Notification {
     },
     /// This device was logged out (from another device, or the account was deleted).
     LoggedOut,
+    /// A group this account is in (or was just removed from) changed: its roster is now at
+    /// `version` (ask for it with `GroupInfo`; a refusal means this account is no longer in it).
+    GroupChanged {
+        /// The group.
+        group: String,
+        /// The roster's version now.
+        version: u64,
+    },
+    /// The account's settings changed (on another device): they are at `version` now.
+    SettingsChanged {
+        /// Their version now.
+        version: u64,
+    },
     /// The account's mailbox has new entries, up to `last_seq`: sync.
     Mailbox {
         /// The highest sequence number now.
@@ -535,13 +688,58 @@ impl Wire for BootstrapRequest {
                 Ok(())
             }
             Devices { user } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
+            GroupCreate { name, members } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                if members.len() >= MAX_GROUP_MEMBERS {
+                    return Err(format!(
+                        "a group has at most {MAX_GROUP_MEMBERS} members, not {}",
+                        members.len() + 1
+                    ));
+                }
+                members
+                    .iter()
+                    .try_for_each(|m| check_len("username", m.len(), MAX_USERNAME_CHARS * 4))
+            }
+            GroupInvite { group, user }
+            | GroupRemove { group, user }
+            | GroupSetRole { group, user, .. } => {
+                check_len("group id", group.len(), 64)?;
+                check_len("username", user.len(), MAX_USERNAME_CHARS * 4)
+            }
+            GroupRename { group, name } => {
+                check_len("group id", group.len(), 64)?;
+                check_len("group name", name.len(), MAX_NAME_BYTES)
+            }
+            GroupLeave { group } | GroupInfo { group } => check_len("group id", group.len(), 64),
+            GroupPost { group, message } => {
+                check_len("group id", group.len(), 64)?;
+                message.validate().map_err(|e| e.to_string())
+            }
             Session
             | Logout
             | AvatarGet { .. }
             | Friends
             | Sync { .. }
             | Summary { .. }
+            | Groups
+            | Settings
+            | SetDnd { .. }
             | Unknown => Ok(()),
+            Recall {
+                conversation,
+                author,
+                ..
+            } => {
+                check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)?;
+                check_len("username", author.len(), MAX_USERNAME_CHARS * 4)
+            }
+            Delete { conversation, .. } => {
+                check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)
+            }
+            SetMuted { conversation, .. } => {
+                check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)
+            }
+            SetBlocked { target, .. } => check_len("target", target.len(), MAX_ADDRESS_BYTES),
         }
     }
 }

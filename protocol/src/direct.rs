@@ -28,6 +28,13 @@ pub enum DirectRequest {
         /// The message (with its author's certificate).
         message: ChatMessage,
     },
+    /// The author recalls its message `id`, sent earlier over this protocol to the receiver:
+    /// the receiver keeps it only as recalled (the sender is the connection's peer, so only the
+    /// device that wrote it can recall it this way).
+    Recall {
+        /// The message.
+        id: MessageId,
+    },
     /// A request kind this version does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -103,7 +110,7 @@ impl Wire for DirectRequest {
                 }
                 message.validate().map_err(|e| e.to_string())
             }
-            DirectRequest::Unknown => Ok(()),
+            DirectRequest::Recall { .. } | DirectRequest::Unknown => Ok(()),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`ids`]: identifiers chosen by the sender ([`MessageId`]).
 //! - [`message`]: the chat message carried by every transport ([`ChatMessage`]).
 //! - [`direct`]: the request-response protocol for 1:1 messages (`/confab/direct/1`).
-//! - [`gossip`]: frames published on gossipsub topics (broadcast, later groups).
+//! - [`gossip`]: frames published on gossipsub topics (broadcast, groups).
+//! - [`group`]: groups' signed membership ([`group::Roster`]) and their topics.
 //! - [`bootstrap`]: requests to a bootstrap (`/confab/bootstrap/1`) and its pushes (`/confab/notify/1`).
 //! - [`codec`]: [`encode`], [`decode`], [`DecodeError`], [`EncodeError`].
 //! - [`limits`]: every `MAX_*` size constant, in one place.
@@ -22,6 +23,7 @@ pub mod bootstrap;
 pub mod codec;
 pub mod direct;
 pub mod gossip;
+pub mod group;
 pub mod ids;
 pub mod limits;
 pub mod message;

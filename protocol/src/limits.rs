@@ -42,6 +42,16 @@ pub const MAX_SYNC_PAGE: u32 = 500;
 pub const SYNC_PAGE_BYTES: usize = 384 * 1024;
 /// Conversations listed in an offline summary at most.
 pub const MAX_SUMMARY_SENDERS: usize = 100;
+/// Most conversations one account may mute.
+pub const MAX_MUTED: usize = 1024;
+/// Most users and groups one account may block.
+pub const MAX_BLOCKED: usize = 1024;
+/// The longest conversation address in settings, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 160;
+/// Most members of one group.
+pub const MAX_GROUP_MEMBERS: usize = 256;
+/// Most groups one account may be a member of.
+pub const MAX_GROUPS_PER_USER: usize = 256;
 /// Most message ids in one receipt.
 pub const MAX_RECEIPT_IDS: usize = 256;
 /// Most devices in a [`crate::bootstrap::BootstrapResponse::Devices`] answer.

@@ -2,11 +2,12 @@
 
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, DeviceInfo, ErrorCode, Friend,
-    MailboxEntry, MailboxItem, Notification, NotifyAck, OfflineSummary, Profile, ReceiptState,
-    UserSummary,
+    AccountSettings, Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, DeviceInfo,
+    ErrorCode, Friend, MailboxEntry, MailboxItem, Notification, NotifyAck, OfflineSummary, Profile,
+    ReceiptState, UserSummary,
 };
 use confab_protocol::direct::RejectReason;
+use confab_protocol::group::{GroupVersion, Member, Role, Roster};
 use confab_protocol::limits::{MAX_AVATAR_BYTES, MAX_PASSWORD_BYTES, MAX_RECEIPT_IDS};
 use confab_protocol::limits::{MAX_DIRECT_REQUEST, MAX_NAME_BYTES, MAX_TEXT_BYTES};
 use confab_protocol::{
@@ -16,6 +17,29 @@ use confab_protocol::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
+
+const GROUP: &str = "0123456789abcdef0123456789abcdef";
+
+fn sample_roster() -> Roster {
+    Roster {
+        group: GROUP.into(),
+        name: "team".into(),
+        version: 4,
+        members: vec![
+            Member {
+                user: "ann".into(),
+                role: Role::Owner,
+            },
+            Member {
+                user: "ben".into(),
+                role: Role::Member,
+            },
+        ],
+        issued_at: 1,
+        issuer: vec![0, 1],
+        signature: vec![2; 64],
+    }
+}
 
 fn sample_message() -> ChatMessage {
     ChatMessage {
@@ -135,6 +159,48 @@ fn bootstrap_frames_round_trip() {
             ids: vec![MessageId::from_bytes([5; 16])],
         },
         BootstrapRequest::Devices { user: "bob".into() },
+        BootstrapRequest::GroupCreate {
+            name: "team".into(),
+            members: vec!["bob".into()],
+        },
+        BootstrapRequest::GroupInvite {
+            group: GROUP.into(),
+            user: "bob".into(),
+        },
+        BootstrapRequest::GroupRemove {
+            group: GROUP.into(),
+            user: "bob".into(),
+        },
+        BootstrapRequest::GroupLeave {
+            group: GROUP.into(),
+        },
+        BootstrapRequest::GroupSetRole {
+            group: GROUP.into(),
+            user: "bob".into(),
+            role: Role::Admin,
+        },
+        BootstrapRequest::GroupRename {
+            group: GROUP.into(),
+            name: "new".into(),
+        },
+        BootstrapRequest::Groups,
+        BootstrapRequest::Settings,
+        BootstrapRequest::SetDnd { enabled: true },
+        BootstrapRequest::SetMuted {
+            conversation: "user:bob".into(),
+            muted: true,
+        },
+        BootstrapRequest::SetBlocked {
+            target: "group:x".into(),
+            blocked: false,
+        },
+        BootstrapRequest::GroupInfo {
+            group: GROUP.into(),
+        },
+        BootstrapRequest::GroupPost {
+            group: GROUP.into(),
+            message: sample_message(),
+        },
     ] {
         roundtrip(request);
     }
@@ -200,6 +266,19 @@ fn bootstrap_frames_round_trip() {
             senders: vec![("user:bob".into(), 2)],
             total: 2,
         }),
+        BootstrapResponse::Group(sample_roster()),
+        BootstrapResponse::Settings(AccountSettings {
+            version: 3,
+            dnd: true,
+            muted: vec!["user:bob".into()],
+            blocked: vec!["user:eve".into()],
+        }),
+        BootstrapResponse::GroupList {
+            groups: vec![GroupVersion {
+                group: GROUP.into(),
+                version: 4,
+            }],
+        },
         BootstrapResponse::Devices {
             user: "bob".into(),
             devices: vec![DeviceInfo {
@@ -225,6 +304,11 @@ fn bootstrap_frames_round_trip() {
         Notification::FriendRemoved { user: "bob".into() },
         Notification::LoggedOut,
         Notification::Mailbox { last_seq: 7 },
+        Notification::SettingsChanged { version: 2 },
+        Notification::GroupChanged {
+            group: GROUP.into(),
+            version: 4,
+        },
     ] {
         roundtrip(note);
     }
@@ -281,6 +365,18 @@ fn every_frame_kind_round_trips() {
         roundtrip(DirectResponse::Rejected { id: None, reason });
     }
     roundtrip(GossipFrame::Chat(msg.clone()));
+    roundtrip(GossipFrame::Group {
+        group: GROUP.into(),
+        message: msg.clone(),
+    });
+    let bad_group = GossipFrame::Group {
+        group: "not-a-group".into(),
+        message: msg.clone(),
+    };
+    assert!(matches!(
+        encode(&bad_group),
+        Err(EncodeError::Invalid { .. })
+    ));
     // Extremes that are still legal.
     let mut big = msg;
     big.sender_name = "n".repeat(MAX_NAME_BYTES);

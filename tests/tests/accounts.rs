@@ -713,7 +713,7 @@ async fn the_rpc_interface_speaks_accounts_with_stable_codes() {
         -32066
     );
     // To one's own account: refused (to other users it goes to their mailbox, see mailbox.rs);
-    // groups are planned.
+    // to a group this account is not in: "not found" (see groups.rs).
     assert_eq!(
         rpc.code("send", json!({"to": "user:dora", "text": "x"}))
             .await,
@@ -722,7 +722,7 @@ async fn the_rpc_interface_speaks_accounts_with_stable_codes() {
     assert_eq!(
         rpc.code("send", json!({"to": "group:g1", "text": "x"}))
             .await,
-        -32601
+        -32064
     );
 
     rpc.ok("logout", json!({})).await;

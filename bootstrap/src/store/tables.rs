@@ -34,6 +34,15 @@ pub(crate) const MAILBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new(
 /// Each message is reported once, however many of the owner's devices fetch it.
 pub(crate) const MAILBOX_DELIVERED: TableDefinition<&str, u64> =
     TableDefinition::new("mailbox_delivered_v1");
+/// `group id -> GroupRecord` (CBOR): a group's name, version and members in join order.
+pub(crate) const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups_v1");
+/// `(username, group id) -> joined at (unix ms)`: the groups of each account, kept in step with
+/// the members of [`GROUPS`] by `Tx::put_group` and `Tx::remove_group`.
+pub(crate) const USER_GROUPS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("user_groups_v1");
+/// `username -> AccountSettings` (CBOR): do-not-disturb, muted conversations, blocked users and
+/// groups; absent until the account first changes one.
+pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -65,5 +74,8 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(MAILBOX_IDS)?;
     visitor.visit(MAILBOX_SEQ)?;
     visitor.visit(MAILBOX_DELIVERED)?;
+    visitor.visit(GROUPS)?;
+    visitor.visit(USER_GROUPS)?;
+    visitor.visit(SETTINGS)?;
     Ok(())
 }

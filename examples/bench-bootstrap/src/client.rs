@@ -96,7 +96,7 @@ type Reply = oneshot::Sender<Result<BootstrapResponse, String>>;
 /// What a [`Client`] asks of its task.
 enum Command {
     Request {
-        request: BootstrapRequest,
+        request: Box<BootstrapRequest>,
         reply: Reply,
     },
     /// Drop the swarm (which closes the connection), then answer.
@@ -191,7 +191,10 @@ impl Client {
     pub async fn request(&self, request: BootstrapRequest) -> Result<BootstrapResponse> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Request { request, reply })
+            .send(Command::Request {
+                request: Box::new(request),
+                reply,
+            })
             .await
             .map_err(|_| anyhow!("the client's task stopped"))?;
         timeout(REQUEST_TIMEOUT, answer)
@@ -226,7 +229,7 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 command = self.commands.recv() => match command {
-                    Some(Command::Request { request, reply }) => self.handle_request(request, reply),
+                    Some(Command::Request { request, reply }) => self.handle_request(*request, reply),
                     Some(Command::Close(done)) => break Some(done),
                     None => break None,
                 },

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use confab_node::{
     Client, Config, Conversation, DeliveryState, Event, FriendError, Friends, LoginError,
-    LogoutError, Message, PeerInfo, ProfileGetError, ProfileSetError, RegisterError, SearchError,
-    rpc,
+    LogoutError, Message, PeerInfo, ProfileGetError, ProfileSetError, RegisterError, Role,
+    SearchError, rpc,
 };
 use confab_protocol::bootstrap::normalize_username;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -255,6 +255,7 @@ fn print_message(m: &Message) {
         (Conversation::Broadcast, false) => println!("[all] {from}: {text}"),
         (Conversation::Broadcast, true) => println!("[all] you: {text}"),
         (Conversation::Peer(p), true) => println!("[dm → …{}] you: {text}", short(p)),
+        (Conversation::Group(g), false) => println!("[group …{}] {from}: {text}", short(g)),
         (_, false) => println!("[dm] {from}: {text}"),
         (other, true) => println!("[{other}] you: {text}"),
     }
@@ -289,6 +290,13 @@ Accounts (kept by the bootstrap):
 /add USER           ask USER to be friends (accepts, if they asked you)
 /accept USER        accept USER's friend request
 /remove USER        end a friendship, or withdraw or decline a request
+
+Groups (kept by the bootstrap):
+/groups             your groups
+/group NAME [USER...]  create a group with these members (you own it) and talk to it
+/invite USER        add USER to the current group (owners and admins)
+/kick USER          remove USER from the current group
+/leave              leave the current group
 
 /quit               leave (Ctrl-D and Ctrl-C work too)
 anything else       is sent to the current conversation
@@ -396,6 +404,18 @@ async fn print_events(mut events: broadcast::Receiver<Event>, own: OwnChanges, m
             // Not the echo of this chat's own command.
             Ok(Event::FriendRemoved { user }) if !own.take(FriendChange::Removed, &user) => {
                 println!("* {user} removed you");
+            }
+            Ok(Event::GroupInvited { group, name }) => {
+                println!("* you are in group {name} now — /to group:{group}");
+            }
+            Ok(Event::GroupMemberAdded { group, user }) => {
+                println!("* {user} joined group:{group}");
+            }
+            Ok(Event::GroupMemberRemoved { group, user }) => {
+                println!("* {user} left group:{group}");
+            }
+            Ok(Event::GroupUpdated { group, name }) => {
+                println!("* group:{group} is now {name}");
             }
             Ok(Event::LoggedOut) => {
                 println!("* this device was logged out — /login USER to log in again");
@@ -622,6 +642,51 @@ impl Chat<'_> {
                 println!("you and {user} are now friends");
             }
             "/remove" => self.remove(arg).await?,
+            "/groups" => {
+                let me = client.whoami().await?.user.unwrap_or_default();
+                let groups = client.groups().await?;
+                if groups.is_empty() {
+                    println!("no groups yet — /group NAME USER... creates one");
+                }
+                for g in groups {
+                    let role = g.role_of(&me).map_or("member", Role::as_str);
+                    println!(
+                        "{} (group:{}) — {} members, you are {role}",
+                        g.name,
+                        g.id,
+                        g.members.len()
+                    );
+                }
+            }
+            "/group" => {
+                let mut words = arg.split_whitespace();
+                let Some(name) = words.next() else {
+                    bail!("usage: /group NAME [USER...]");
+                };
+                let members: Vec<&str> = words.collect();
+                let group = client.group_create(name, &members).await?;
+                self.target = Conversation::Group(group.id.clone());
+                println!("created {name} (group:{}); now talking to it", group.id);
+            }
+            "/invite" | "/kick" | "/leave" => {
+                let Conversation::Group(group) = self.target.clone() else {
+                    bail!("{cmd} acts on the current conversation: /to group:<id> first");
+                };
+                match cmd {
+                    "/invite" => {
+                        client.group_invite(&group, arg).await?;
+                        println!("added {arg}");
+                    }
+                    "/kick" => {
+                        client.group_remove(&group, arg).await?;
+                        println!("removed {arg}");
+                    }
+                    _ => {
+                        client.group_leave(&group).await?;
+                        println!("left group:{group}");
+                    }
+                }
+            }
             c if c.starts_with('/') => println!("unknown command {c}; /help lists them"),
             _ => {
                 client.send(&self.target, line).await?;

@@ -27,6 +27,12 @@ pub(super) enum Caller {
     Mailbox(MailboxCall),
     /// Direct delivery: the devices of this user.
     Devices(String),
+    /// This device's own group bookkeeping.
+    Group(super::groups::GroupCall),
+    /// This device's own settings request.
+    Settings,
+    /// A client's recall or deletion (this device buries its copy once the bootstrap agreed).
+    Bury(Box<super::recall::PendingBury>),
 }
 
 /// A request to a bootstrap on the wire.
@@ -34,6 +40,8 @@ pub(super) struct PendingCall {
     peer: PeerId,
     kind: CallKind,
     caller: Caller,
+    /// A `GroupLeave`'s group: forgotten here once the bootstrap says done.
+    leaves: Option<String>,
 }
 
 /// A request waiting for a bootstrap connection.
@@ -85,7 +93,12 @@ fn client_reply(
 ) -> Option<(CallReply, BootstrapResponse)> {
     match caller {
         Caller::Client(reply) => Some((reply, response)),
-        Caller::Refresh | Caller::Mailbox(_) | Caller::Devices(_) => None,
+        Caller::Refresh
+        | Caller::Mailbox(_)
+        | Caller::Devices(_)
+        | Caller::Group(_)
+        | Caller::Settings
+        | Caller::Bury(_) => None,
     }
 }
 
@@ -131,12 +144,24 @@ impl EventLoop {
             return;
         }
         let kind = CallKind::of(&request);
+        let leaves = match &request {
+            BootstrapRequest::GroupLeave { group } => Some(group.clone()),
+            _ => None,
+        };
         let id = self
             .swarm
             .behaviour_mut()
             .bootstrap
             .send_request(&peer, request);
-        self.calls.insert(id, PendingCall { peer, kind, caller });
+        self.calls.insert(
+            id,
+            PendingCall {
+                peer,
+                kind,
+                caller,
+                leaves,
+            },
+        );
     }
 
     /// Gives an answer to whoever waits for it.
@@ -163,6 +188,9 @@ impl EventLoop {
             }
             Caller::Mailbox(call) => self.handle_mailbox_answer(call, result),
             Caller::Devices(user) => self.handle_devices_answer(user, result),
+            Caller::Group(call) => self.handle_group_answer(call, result),
+            Caller::Settings => self.handle_settings_answer(result),
+            Caller::Bury(pending) => self.handle_bury_answer(*pending, result),
         }
     }
 
@@ -249,6 +277,20 @@ impl EventLoop {
                 };
                 self.start_session(session, client_reply(call.caller, response));
             }
+            BootstrapResponse::Settings(settings) => {
+                self.ingest_settings(settings.clone());
+                self.answer(call.caller, Ok(BootstrapResponse::Settings(settings)));
+            }
+            BootstrapResponse::Group(roster) => {
+                self.ingest_roster(roster.clone());
+                self.answer(call.caller, Ok(BootstrapResponse::Group(roster)));
+            }
+            BootstrapResponse::Done if call.leaves.is_some() => {
+                if let Some(group) = &call.leaves {
+                    self.group_gone(group);
+                }
+                self.answer(call.caller, Ok(BootstrapResponse::Done));
+            }
             BootstrapResponse::Done if call.kind == CallKind::EndsSession => {
                 self.end_session(false, client_reply(call.caller, BootstrapResponse::Done));
             }
@@ -286,7 +328,17 @@ impl EventLoop {
         }
         let stored = session.to_stored();
         self.mailbox.session_started(&session.user, Instant::now());
+        let other_account = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.user != session.user);
+        if other_account {
+            self.forget_groups();
+            self.forget_settings();
+        }
         self.session = Some(session);
+        self.refresh_groups();
+        self.refresh_settings();
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.set_session(Some(stored)).await;
@@ -307,6 +359,8 @@ impl EventLoop {
     fn end_session(&mut self, emit: bool, answer: Option<(CallReply, BootstrapResponse)>) {
         let had = self.session.take().is_some();
         self.mailbox.session_ended();
+        self.forget_groups();
+        self.forget_settings();
         if had {
             tracing::info!("logged out");
             if emit {
@@ -453,6 +507,8 @@ impl EventLoop {
             Notification::FriendAdded { user } => self.emit(Event::FriendAdded { user }),
             Notification::FriendRemoved { user } => self.emit(Event::FriendRemoved { user }),
             Notification::LoggedOut => self.end_session(true, None),
+            Notification::GroupChanged { group, version } => self.group_changed(group, version),
+            Notification::SettingsChanged { version } => self.settings_changed(version),
             Notification::Mailbox { last_seq } => {
                 self.mailbox.notified(last_seq);
                 self.drive_mailbox();

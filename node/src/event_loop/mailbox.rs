@@ -60,6 +60,21 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
     };
     let message = match entry.item {
         MailboxItem::Message(message) => message,
+        MailboxItem::Recall { id } => {
+            return Some(PageItem::Tombstone {
+                conversation,
+                id,
+                tombstone: crate::store::Tombstone::Recalled { by: None },
+            });
+        }
+        // Only ever the account's own doing (the bootstrap puts it in the owner's mailbox only).
+        MailboxItem::Delete { id } if entry.outgoing => {
+            return Some(PageItem::Tombstone {
+                conversation,
+                id,
+                tombstone: crate::store::Tombstone::Deleted,
+            });
+        }
         MailboxItem::Receipt { state, ids } => {
             let state = match state {
                 ReceiptState::Delivered => DeliveryState::Delivered,
@@ -102,6 +117,7 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
             DeliveryState::Delivered
         },
         seq: 0,
+        recalled: false,
     }))
 }
 
@@ -176,13 +192,18 @@ impl EventLoop {
                     tracing::debug!("depositing {} for {to}", message.id);
                     message.author_cert = Some(cert.clone());
                     let id = message.id;
-                    (
-                        BootstrapRequest::Deposit {
+                    // A queue's receiver is a username, or `group:<id>` (no username has ':').
+                    let request = match to.strip_prefix("group:") {
+                        Some(group) => BootstrapRequest::GroupPost {
+                            group: group.to_owned(),
+                            message: *message,
+                        },
+                        None => BootstrapRequest::Deposit {
                             to: to.clone(),
                             message: *message,
                         },
-                        MailboxCall::Deposit { author, to, id },
-                    )
+                    };
+                    (request, MailboxCall::Deposit { author, to, id })
                 }
                 Action::Receipt {
                     author,
@@ -244,6 +265,7 @@ impl EventLoop {
                 Err(CallError::Refused {
                     code:
                         code @ (ErrorCode::MailboxFull
+                        | ErrorCode::NotFound
                         | ErrorCode::UnknownUser
                         | ErrorCode::Invalid
                         | ErrorCode::TooLarge
@@ -342,6 +364,17 @@ impl EventLoop {
         }
     }
 
+    /// Whether the account blocked what a mailbox entry comes from: a blocked group, or a
+    /// blocked user's message (the bootstrap refuses those; entries stored before the block are
+    /// dropped here).
+    fn blocks_entry(&self, entry: &MailboxEntry) -> bool {
+        let Ok(conversation) = entry.conversation.parse::<Conversation>() else {
+            return false;
+        };
+        let author = (!entry.outgoing).then_some(entry.from_user.as_str());
+        self.blocks(&conversation, author)
+    }
+
     /// Takes a settled deposit out of the outbox and says how it ended (unless it got further
     /// already: a message delivered directly stays `delivered`).
     fn finish_deposit(&mut self, id: MessageId, state: DeliveryState) {
@@ -378,7 +411,11 @@ impl EventLoop {
             "storing {} mailbox entries up to {seq} (of {last_seq})",
             entries.len()
         );
-        let items: Vec<PageItem> = entries.into_iter().filter_map(page_item).collect();
+        let items: Vec<PageItem> = entries
+            .into_iter()
+            .filter(|e| !self.blocks_entry(e))
+            .filter_map(page_item)
+            .collect();
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store
@@ -408,6 +445,16 @@ impl EventLoop {
                             Err(e) => tracing::warn!("a stored mailbox message: {e}"),
                         },
                         PageOutcome::Message(Inserted::Duplicate, _) => {}
+                        PageOutcome::Buried {
+                            conversation,
+                            id,
+                            tombstone,
+                            outcome,
+                        } => {
+                            if let Ok(conversation) = conversation.parse() {
+                                self.announce_buried(conversation, id, &tombstone, &outcome);
+                            }
+                        }
                         PageOutcome::Raised(raised) => {
                             for (id, state) in raised {
                                 self.emit(Event::Delivery { id, state });
