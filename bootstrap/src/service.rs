@@ -13,6 +13,9 @@
 //! - a `Receipt` request (read receipts) stores the receipt in the authors' mailbox and, marked
 //!   outgoing, in the reader's own, so the reader's other devices learn it too.
 //!
+//! Recalling a message for everyone (its body dropped from every mailbox holding it, a tombstone
+//! appended) and deleting one from an account's own history are in [`recall`].
+//!
 //! `Devices` lists a user's connected devices with their listen addresses, to the user and their
 //! friends only, so that a sender can deliver directly and use the mailbox as the fallback.
 //!
@@ -22,6 +25,7 @@
 
 pub mod groups;
 pub mod password;
+pub mod recall;
 pub mod settings;
 
 use std::net::IpAddr;
@@ -292,6 +296,14 @@ impl Service {
             BootstrapRequest::GroupInfo { group } => self.group_info(device, group).await,
             BootstrapRequest::GroupPost { group, message } => {
                 self.group_post(device, group, message).await
+            }
+            BootstrapRequest::Recall {
+                conversation,
+                id,
+                author,
+            } => self.recall(device, conversation, id, author).await,
+            BootstrapRequest::Delete { conversation, id } => {
+                self.delete_message(device, conversation, id).await
             }
             BootstrapRequest::Settings => self.settings_get(device).await,
             BootstrapRequest::SetDnd { enabled } => self.set_dnd(device, enabled).await,

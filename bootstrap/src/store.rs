@@ -14,6 +14,10 @@
 //! [`Tx::user_groups`]) is stored whole under its id, with an index of each account's groups that
 //! the writes keep in step with the members.
 //!
+//! A recall or deletion rewrites an entry in place ([`Tx::mailbox_replace_item`]): the entry keeps
+//! its number and envelope and holds a tombstone instead of the message; [`Tx::mailbox_copy`]
+//! finds a message's entry by author and id, [`Tx::mailbox_authors_of`] by id alone.
+//!
 //! An account's settings ([`Tx::settings`], [`Tx::put_settings`], [`Tx::remove_settings`]) are
 //! one record under its name; [`Tx::blocks`] answers "did this account block that address?" with
 //! one lookup, for the requests that enforce blocking.
@@ -426,6 +430,7 @@ macro_rules! with_table {
 
 // Declared after `with_table!`, which its `Tx` methods use.
 mod groups;
+mod recall;
 mod settings;
 pub use groups::{GroupMember, GroupRecord};
 

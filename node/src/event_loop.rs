@@ -11,6 +11,7 @@
 //! `event_loop/nat.rs`.
 
 mod accounts;
+mod broadcasts;
 mod groups;
 mod mailbox;
 mod nat;
@@ -225,6 +226,12 @@ enum StoreDone {
         receipt: Option<(String, String)>,
         result: Result<Vec<MessageId>, StoreError>,
         reply: Reply<Result<usize, QueryError>>,
+    },
+    /// A page of kept broadcasts is stored (or not) with the cursor it moves to.
+    BroadcastPage {
+        cursor: crate::store::BroadcastCursor,
+        more: bool,
+        result: Result<Vec<(Inserted, StoredMessage)>, StoreError>,
     },
     /// A message to recall or delete is found (or not).
     Found {
@@ -460,6 +467,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         rosters: HashMap::new(),
         group_topics: HashMap::new(),
         settings,
+        broadcast_cursor: opened.broadcast_cursor,
+        broadcasts_busy: false,
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -611,6 +620,10 @@ struct EventLoop {
     group_topics: HashMap<gossipsub::TopicHash, String>,
     /// The logged-in account's settings (defaults when logged out).
     settings: confab_protocol::bootstrap::AccountSettings,
+    /// How far this device has the bootstrap's kept broadcasts.
+    broadcast_cursor: Option<crate::store::BroadcastCursor>,
+    /// A page of kept broadcasts is being fetched or stored.
+    broadcasts_busy: bool,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -1002,6 +1015,11 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_marked_read(receipt, result, reply),
+            StoreDone::BroadcastPage {
+                cursor,
+                more,
+                result,
+            } => self.handle_broadcast_page_stored(cursor, more, result),
             StoreDone::Found {
                 id,
                 recall,

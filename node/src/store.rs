@@ -14,7 +14,9 @@
 //!   device has synced its account's mailbox (`mailbox_cursor`: CBOR of the user and the last
 //!   mailbox sequence number stored here; written in the transaction that stores the page, and
 //!   forgotten with the session), and the account's settings (`settings`: CBOR of
-//!   `AccountSettings`, forgotten with the session).
+//!   `AccountSettings`, forgotten with the session), and how far this device has the broadcasts
+//!   a bootstrap kept (`broadcast_cursor`: CBOR of the bootstrap's peer id and a sequence
+//!   number, written with each page).
 //! - `messages_v1`: `author/message id -> record` (CBOR): deduplication and lookup. The author is
 //!   part of the key, so a peer that replays someone else's id cannot shadow their message.
 //! - `history_v1`: `(conversation, seq) -> message key`: each conversation in local order.
@@ -73,6 +75,7 @@ const KEY_NEXT_SEQ: &str = "next_seq";
 const KEY_SESSION: &str = "session";
 const KEY_MAILBOX_CURSOR: &str = "mailbox_cursor";
 const KEY_SETTINGS: &str = "settings";
+const KEY_BROADCAST_CURSOR: &str = "broadcast_cursor";
 
 /// The file name of the store inside the data dir.
 pub(crate) const STORE_FILE: &str = "confab.redb";
@@ -158,6 +161,15 @@ pub(crate) struct MailboxCursor {
     pub seq: u64,
 }
 
+/// How far this device has a bootstrap's kept broadcasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BroadcastCursor {
+    /// The bootstrap (base58 peer id): another bootstrap's numbers mean nothing.
+    pub bootstrap: String,
+    /// The highest broadcast sequence number stored here.
+    pub seq: u64,
+}
+
 /// What opening the store found.
 #[derive(Debug)]
 pub(crate) struct Opened {
@@ -171,6 +183,8 @@ pub(crate) struct Opened {
     pub rosters: Vec<Roster>,
     /// The logged-in account's settings, as last heard.
     pub settings: Option<AccountSettings>,
+    /// How far this device has a bootstrap's kept broadcasts.
+    pub broadcast_cursor: Option<BroadcastCursor>,
 }
 
 /// Where a message this node sends waits until it is accepted.
@@ -281,6 +295,11 @@ enum Request {
         settings: AccountSettings,
         reply: Reply<()>,
     },
+    StoreBroadcastPage {
+        cursor: BroadcastCursor,
+        records: Vec<StoredMessage>,
+        reply: Reply<Vec<(Inserted, StoredMessage)>>,
+    },
     SetName {
         name: String,
         reply: Reply<()>,
@@ -332,6 +351,7 @@ impl Request {
                 | Request::PutRoster { .. }
                 | Request::DropRoster { .. }
                 | Request::PutSettings { .. }
+                | Request::StoreBroadcastPage { .. }
                 | Request::Bury { .. }
                 | Request::SetName { .. }
                 | Request::SetSession { .. }
@@ -344,6 +364,7 @@ impl Request {
             Request::InsertMessage { .. }
                 | Request::StoreMailboxPage { .. }
                 | Request::MarkRead { .. }
+                | Request::StoreBroadcastPage { .. }
                 | Request::Bury { .. }
                 | Request::SetName { .. }
                 | Request::SetSession { .. }
@@ -371,6 +392,7 @@ impl std::fmt::Debug for Request {
             Request::PutRoster { .. } => "PutRoster",
             Request::DropRoster { .. } => "DropRoster",
             Request::PutSettings { .. } => "PutSettings",
+            Request::StoreBroadcastPage { .. } => "StoreBroadcastPage",
             Request::Bury { .. } => "Bury",
             Request::ConversationOf { .. } => "ConversationOf",
             Request::SetName { .. } => "SetName",
@@ -566,6 +588,21 @@ impl Store {
             .await
     }
 
+    /// Stores a page of a bootstrap's kept broadcasts (deduplicated like every message) and
+    /// moves the broadcast cursor, in one transaction; says which were new.
+    pub(crate) async fn store_broadcast_page(
+        &self,
+        cursor: BroadcastCursor,
+        records: Vec<StoredMessage>,
+    ) -> Result<Vec<(Inserted, StoredMessage)>, StoreError> {
+        self.call(|reply| Request::StoreBroadcastPage {
+            cursor,
+            records,
+            reply,
+        })
+        .await
+    }
+
     /// Remembers the account's settings.
     pub(crate) async fn put_settings(&self, settings: AccountSettings) -> Result<(), StoreError> {
         self.call(|reply| Request::PutSettings { settings, reply })
@@ -680,6 +717,10 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             },
             None => None,
         };
+        let broadcast_cursor = match meta.get(KEY_BROADCAST_CURSOR)? {
+            Some(v) => cbor4ii::serde::from_slice::<BroadcastCursor>(v.value()).ok(),
+            None => None,
+        };
         let settings = match meta.get(KEY_SETTINGS)? {
             Some(v) => cbor4ii::serde::from_slice::<AccountSettings>(v.value()).ok(),
             None => None,
@@ -700,6 +741,7 @@ fn open_db(path: &PathBuf, fresh_identity: Vec<u8>) -> Result<(Database, Opened)
             mailbox_cursor,
             rosters,
             settings,
+            broadcast_cursor,
         }
     };
     txn.commit()?;
@@ -881,6 +923,22 @@ impl Actor {
                         tombstone,
                         reply,
                     } => apply(&mut done, reply, bury(&txn, &conversation, &id, tombstone))?,
+                    Request::StoreBroadcastPage {
+                        cursor,
+                        records,
+                        reply,
+                    } => {
+                        let stored = (|| {
+                            let mut out = Vec::with_capacity(records.len());
+                            for record in records {
+                                out.push((insert_message(&txn, record.clone(), None)?, record));
+                            }
+                            txn.open_table(META)?
+                                .insert(KEY_BROADCAST_CURSOR, to_cbor(&cursor)?.as_slice())?;
+                            Ok(out)
+                        })();
+                        apply(&mut done, reply, stored)?
+                    }
                     Request::PutSettings { settings, reply } => {
                         let put = (|| {
                             txn.open_table(META)?
@@ -1535,6 +1593,74 @@ mod tests {
                 DeliveryState::Pending
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn tombstones_apply_before_or_after_their_message_and_only_for_its_author() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), vec![1]).await.unwrap();
+        let by = |who: &str| Tombstone::Recalled {
+            by: Some(who.into()),
+        };
+        // Recalled after it arrived: the text goes, the entry stays.
+        let mut early = record("peer:p", "early");
+        early.from_peer = "p".into();
+        store.insert_message(early.clone(), None).await.unwrap();
+        // Someone else's recall does nothing.
+        assert_eq!(
+            store
+                .bury("peer:p".into(), early.id, by("q"))
+                .await
+                .unwrap(),
+            Buried::Refused
+        );
+        assert_eq!(
+            store
+                .bury("peer:p".into(), early.id, by("p"))
+                .await
+                .unwrap(),
+            Buried::Applied
+        );
+        assert_eq!(
+            store
+                .bury("peer:p".into(), early.id, by("p"))
+                .await
+                .unwrap(),
+            Buried::Already
+        );
+        // A recall that arrives first applies when the message does.
+        let late = record("user:bob", "late");
+        assert_eq!(
+            store
+                .bury("user:bob".into(), late.id, Tombstone::Recalled { by: None })
+                .await
+                .unwrap(),
+            Buried::Waiting
+        );
+        store.insert_message(late.clone(), None).await.unwrap();
+        // A deletion removes it, and a later copy does not bring it back.
+        let gone = record("user:bob", "gone");
+        store.insert_message(gone.clone(), None).await.unwrap();
+        assert_eq!(
+            store
+                .bury("user:bob".into(), gone.id, Tombstone::Deleted)
+                .await
+                .unwrap(),
+            Buried::Applied
+        );
+        assert_eq!(
+            store.insert_message(gone.clone(), None).await.unwrap(),
+            Inserted::Duplicate
+        );
+        let history = store.history("user:bob".into(), 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert!(
+            history[0].recalled && history[0].text.is_none(),
+            "{history:?}"
+        );
+        let early_now = store.find(early.id).await.unwrap().unwrap();
+        assert!(early_now.recalled && early_now.text.is_none());
+        assert!(store.find(gone.id).await.unwrap().is_none());
     }
 
     #[tokio::test]

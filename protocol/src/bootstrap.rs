@@ -214,6 +214,14 @@ pub enum BootstrapRequest {
         /// The message.
         id: MessageId,
     },
+    /// Recent broadcasts the bootstrap kept, after its sequence number `after`, oldest first,
+    /// one page (so a device that was away, or is new, has them in its history).
+    Broadcasts {
+        /// The last broadcast sequence number this device has from this bootstrap.
+        after: u64,
+        /// At most this many (the server may send fewer).
+        limit: u32,
+    },
     /// This account's settings.
     Settings,
     /// Turns do-not-disturb on or off for the account (every device). Answered with `Settings`.
@@ -240,6 +248,20 @@ pub enum BootstrapRequest {
     /// A request kind this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// A broadcast as the bootstrap kept it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastEntry {
+    /// Its place in the bootstrap's broadcast log (assigned when stored, never reused).
+    pub seq: u64,
+    /// The device that published it (peer id bytes, the gossipsub source).
+    #[serde(with = "serde_bytes")]
+    pub from_device: Vec<u8>,
+    /// When the bootstrap stored it (unix ms).
+    pub stored_at: u64,
+    /// The message as published (with its author's certificate, if any).
+    pub message: ChatMessage,
 }
 
 /// An account's settings: the same on every device of the account, kept by the bootstrap.
@@ -419,6 +441,13 @@ pub enum BootstrapResponse {
     Group(Roster),
     /// This account's settings.
     Settings(AccountSettings),
+    /// A page of the kept broadcasts.
+    Broadcasts {
+        /// Oldest first.
+        entries: Vec<BroadcastEntry>,
+        /// The highest broadcast sequence number now.
+        last_seq: u64,
+    },
     /// This account's groups.
     GroupList {
         /// At most [`MAX_GROUPS_PER_USER`].
@@ -723,6 +752,7 @@ impl Wire for BootstrapRequest {
             | Summary { .. }
             | Groups
             | Settings
+            | Broadcasts { .. }
             | SetDnd { .. }
             | Unknown => Ok(()),
             Recall {

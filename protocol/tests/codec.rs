@@ -2,9 +2,9 @@
 
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    AccountSettings, Avatar, BootstrapRequest, BootstrapResponse, DeviceCert, DeviceInfo,
-    ErrorCode, Friend, MailboxEntry, MailboxItem, Notification, NotifyAck, OfflineSummary, Profile,
-    ReceiptState, UserSummary,
+    AccountSettings, Avatar, BootstrapRequest, BootstrapResponse, BroadcastEntry, DeviceCert,
+    DeviceInfo, ErrorCode, Friend, MailboxEntry, MailboxItem, Notification, NotifyAck,
+    OfflineSummary, Profile, ReceiptState, UserSummary,
 };
 use confab_protocol::direct::RejectReason;
 use confab_protocol::group::{GroupVersion, Member, Role, Roster};
@@ -185,6 +185,10 @@ fn bootstrap_frames_round_trip() {
         },
         BootstrapRequest::Groups,
         BootstrapRequest::Settings,
+        BootstrapRequest::Broadcasts {
+            after: 2,
+            limit: 100,
+        },
         BootstrapRequest::SetDnd { enabled: true },
         BootstrapRequest::SetMuted {
             conversation: "user:bob".into(),
@@ -267,6 +271,15 @@ fn bootstrap_frames_round_trip() {
             total: 2,
         }),
         BootstrapResponse::Group(sample_roster()),
+        BootstrapResponse::Broadcasts {
+            entries: vec![BroadcastEntry {
+                seq: 3,
+                from_device: vec![1],
+                stored_at: 4,
+                message: sample_message(),
+            }],
+            last_seq: 3,
+        },
         BootstrapResponse::Settings(AccountSettings {
             version: 3,
             dnd: true,

@@ -88,7 +88,7 @@ fn group_name(name: &str) -> Result<String, Refusal> {
 
 /// `group` and the role `user` has in it; `NotFound` alike when there is no such group and when
 /// `user` is not in it.
-fn membership(tx: &Tx, group: &str, user: &str) -> Result<(GroupRecord, Role), Refusal> {
+pub(super) fn membership(tx: &Tx, group: &str, user: &str) -> Result<(GroupRecord, Role), Refusal> {
     let record = tx.group(group)?.ok_or_else(no_such_group)?;
     let role = record.role_of(user).ok_or_else(no_such_group)?;
     Ok((record, role))

@@ -41,7 +41,7 @@ use crate::store::Tx;
 
 /// A conversation address, parsed and canonical.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Address {
+pub(super) enum Address {
     /// `user:<normalised username>`.
     User(String),
     /// `group:<32 lowercase hex digits>`.
@@ -54,7 +54,7 @@ enum Address {
 
 impl Address {
     /// Parses one of the four kinds; `Invalid` (or `TooLarge`) otherwise.
-    fn parse(text: &str) -> Result<Address, Refusal> {
+    pub(super) fn parse(text: &str) -> Result<Address, Refusal> {
         if text.len() > MAX_ADDRESS_BYTES {
             return Err(Refusal::new(
                 ErrorCode::TooLarge,

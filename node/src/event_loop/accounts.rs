@@ -33,6 +33,8 @@ pub(super) enum Caller {
     Settings,
     /// A client's recall or deletion (this device buries its copy once the bootstrap agreed).
     Bury(Box<super::recall::PendingBury>),
+    /// A page of the bootstrap's kept broadcasts.
+    Broadcasts { bootstrap: PeerId },
 }
 
 /// A request to a bootstrap on the wire.
@@ -98,7 +100,8 @@ fn client_reply(
         | Caller::Devices(_)
         | Caller::Group(_)
         | Caller::Settings
-        | Caller::Bury(_) => None,
+        | Caller::Bury(_)
+        | Caller::Broadcasts { .. } => None,
     }
 }
 
@@ -191,6 +194,7 @@ impl EventLoop {
             Caller::Group(call) => self.handle_group_answer(call, result),
             Caller::Settings => self.handle_settings_answer(result),
             Caller::Bury(pending) => self.handle_bury_answer(*pending, result),
+            Caller::Broadcasts { bootstrap } => self.handle_broadcasts_answer(bootstrap, result),
         }
     }
 
@@ -339,6 +343,7 @@ impl EventLoop {
         self.session = Some(session);
         self.refresh_groups();
         self.refresh_settings();
+        self.sync_broadcasts();
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.set_session(Some(stored)).await;
