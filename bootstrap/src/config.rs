@@ -64,6 +64,22 @@ pub mod limits {
     pub const MAILBOX_EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
     /// Entries deleted per expiry transaction at most (the rest wait for the next one).
     pub const MAILBOX_EXPIRY_BATCH: usize = 10_000;
+    /// The default of `Config::broadcast_max_entries`: the kept broadcasts, at most.
+    pub const MAX_BROADCAST_ENTRIES: u64 = 10_000;
+    /// The default of `Config::broadcast_retention`: 30 days.
+    pub const BROADCAST_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// The default of `Config::broadcast_rate_per_minute`.
+    pub const BROADCAST_RATE_PER_MINUTE: u32 = 30;
+    /// The default of `Config::broadcast_burst`.
+    pub const BROADCAST_BURST: u32 = 10;
+    /// Broadcast authors whose rate is tracked at once; beyond it the idle ones (a full bucket)
+    /// go first, then the longest unseen.
+    pub const MAX_RATE_LIMITED_AUTHORS: usize = 10_000;
+    /// Broadcasts accepted but not yet stored (or recalls not yet applied); beyond it a broadcast
+    /// is still relayed but not kept (logged).
+    pub const MAX_PENDING_BROADCAST_WRITES: usize = 256;
+    /// Kept broadcasts deleted per transaction at most (hourly, and after each append).
+    pub const BROADCAST_EXPIRY_BATCH: usize = 10_000;
     /// Backup generations kept.
     pub const BACKUP_GENERATIONS: usize = 5;
     /// The shortest interval between periodic backups (shorter ones are raised to it).
@@ -96,6 +112,30 @@ pub struct Config {
     pub mailbox_max_entries: u64,
     /// Mailbox entries older than this are deleted (their deduplication records stay).
     pub mailbox_retention: Duration,
+    /// Who may broadcast through this server (relayed and kept).
+    pub broadcast_policy: BroadcastPolicy,
+    /// The accounts that may broadcast under [`BroadcastPolicy::Admins`] (canonical usernames).
+    pub broadcast_admins: Vec<String>,
+    /// Kept broadcasts at most; the oldest go first.
+    pub broadcast_max_entries: u64,
+    /// Kept broadcasts older than this are deleted.
+    pub broadcast_retention: Duration,
+    /// Broadcasts (and broadcast recalls) one author may send per minute, on average.
+    pub broadcast_rate_per_minute: u32,
+    /// Broadcasts one author may send at once, before the rate applies.
+    pub broadcast_burst: u32,
+}
+
+/// Who may broadcast through a bootstrap. Whatever the policy, a broadcast with a certificate that
+/// this server did not issue to its sender is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastPolicy {
+    /// Anyone: logged-in users and bare peers alike.
+    #[default]
+    Anyone,
+    /// Only logged-in users listed in `Config::broadcast_admins`.
+    Admins,
 }
 
 impl Config {
@@ -112,11 +152,25 @@ impl Config {
             backup_interval: Duration::from_secs(3600),
             mailbox_max_entries: limits::MAX_MAILBOX_ENTRIES,
             mailbox_retention: limits::MAILBOX_RETENTION,
+            broadcast_policy: BroadcastPolicy::Anyone,
+            broadcast_admins: Vec::new(),
+            broadcast_max_entries: limits::MAX_BROADCAST_ENTRIES,
+            broadcast_retention: limits::BROADCAST_RETENTION,
+            broadcast_rate_per_minute: limits::BROADCAST_RATE_PER_MINUTE,
+            broadcast_burst: limits::BROADCAST_BURST,
         }
     }
 }
 
-/// The optional TOML file (`--config FILE`); command-line options override it.
+/// The optional TOML file (`--config FILE`); command-line options override it. The mailbox and
+/// broadcast settings are in the file only (shown here with their defaults, but the admins).
+///
+/// Broadcasts: the server relays and keeps broadcasts on the broadcast topic, the newest
+/// `broadcast_max_entries` of the last `broadcast_retention_days`, for devices to fetch into their
+/// history (`Broadcasts`). `broadcast_policy` says who may broadcast: `"anyone"`, or `"admins"`
+/// (only logged-in users named in `broadcast_admins`). Each author (the account when certified,
+/// else the device) may send `broadcast_burst` at once, then `broadcast_rate_per_minute`; more are
+/// neither relayed nor kept.
 ///
 /// ```toml
 /// data_dir = "/var/lib/confab-bootstrap"
@@ -126,6 +180,12 @@ impl Config {
 /// backup_interval_secs = 3600
 /// mailbox_max_entries = 100000
 /// mailbox_retention_days = 365
+/// broadcast_policy = "anyone"   # or "admins"
+/// broadcast_admins = ["alice", "bob"]
+/// broadcast_max_entries = 10000
+/// broadcast_retention_days = 30
+/// broadcast_rate_per_minute = 30
+/// broadcast_burst = 10
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +204,18 @@ pub struct FileConfig {
     pub mailbox_max_entries: Option<u64>,
     /// See [`Config::mailbox_retention`], in days.
     pub mailbox_retention_days: Option<u64>,
+    /// See [`Config::broadcast_policy`]: `"anyone"` or `"admins"`.
+    pub broadcast_policy: Option<BroadcastPolicy>,
+    /// See [`Config::broadcast_admins`] (usernames, normalised when read).
+    pub broadcast_admins: Option<Vec<String>>,
+    /// See [`Config::broadcast_max_entries`].
+    pub broadcast_max_entries: Option<u64>,
+    /// See [`Config::broadcast_retention`], in days.
+    pub broadcast_retention_days: Option<u64>,
+    /// See [`Config::broadcast_rate_per_minute`].
+    pub broadcast_rate_per_minute: Option<u32>,
+    /// See [`Config::broadcast_burst`].
+    pub broadcast_burst: Option<u32>,
 }
 
 /// The config file could not be used.
@@ -181,5 +253,30 @@ mod tests {
         assert_eq!(parsed.data_dir.as_deref(), Some(Path::new("/d")));
         assert_eq!(parsed.backup_interval_secs, Some(60));
         assert!(toml::from_str::<FileConfig>("data_dri = \"/d\"").is_err());
+    }
+
+    #[test]
+    fn broadcast_settings_parse() {
+        let parsed: FileConfig = toml::from_str(
+            "broadcast_policy = \"admins\"\nbroadcast_admins = [\"ann\"]\n\
+             broadcast_max_entries = 5\nbroadcast_retention_days = 2\n\
+             broadcast_rate_per_minute = 6\nbroadcast_burst = 3\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.broadcast_policy, Some(BroadcastPolicy::Admins));
+        assert_eq!(parsed.broadcast_admins, Some(vec!["ann".to_owned()]));
+        assert_eq!(parsed.broadcast_max_entries, Some(5));
+        assert_eq!(parsed.broadcast_retention_days, Some(2));
+        assert_eq!(parsed.broadcast_rate_per_minute, Some(6));
+        assert_eq!(parsed.broadcast_burst, Some(3));
+        assert!(toml::from_str::<FileConfig>("broadcast_policy = \"friends\"").is_err());
+        let defaults = Config::new("/d");
+        assert_eq!(defaults.broadcast_policy, BroadcastPolicy::Anyone);
+        assert_eq!(defaults.broadcast_max_entries, 10_000);
+        assert_eq!(defaults.broadcast_retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            (defaults.broadcast_rate_per_minute, defaults.broadcast_burst),
+            (30, 10)
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The server's event loop: one task owns the swarm. Requests are answered by the service in
 //! tasks of their own (bounded by a semaphore) whose outcomes come back to the loop, which sends
-//! the response and carries out the effects (notifications, presence).
+//! the response and carries out the effects (notifications, presence). Publications on the
+//! broadcast topic are judged in the loop and kept by a writer task ([`broadcasts`]).
+
+mod broadcasts;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +16,6 @@ use confab_protocol::bootstrap::{
     Notification,
 };
 use confab_protocol::gossip::BROADCAST_TOPIC;
-use confab_protocol::{GossipFrame, decode};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -31,7 +33,9 @@ use crate::config::Config;
 use crate::config::limits::*;
 use crate::mdns::Advertisement;
 use crate::presence::Presence;
+use crate::service::broadcasts::{BroadcastGate, BroadcastWindow};
 use crate::service::{Effect, Outcome, Service};
+use broadcasts::BroadcastWriter;
 use crate::store::{Store, StoreError};
 
 #[derive(NetworkBehaviour)]
@@ -106,11 +110,12 @@ pub struct Bootstrap {
     backups: Option<crate::store::backup::Periodic>,
     /// The admin socket; stopped by `shutdown`, aborted on drop.
     admin: Option<crate::admin::AdminServer>,
-    /// Deletes expired mailbox entries; aborted on drop (and so by `shutdown`).
+    /// Deletes expired mailbox entries and kept broadcasts; aborted on drop (and so by
+    /// `shutdown`).
     _expiry: ExpiryTask,
 }
 
-/// The periodic deletion of expired mailbox entries.
+/// The periodic deletion of expired mailbox entries and of kept broadcasts out of their window.
 #[derive(Debug)]
 struct ExpiryTask(tokio::task::JoinHandle<()>);
 
@@ -121,7 +126,7 @@ impl Drop for ExpiryTask {
 }
 
 impl ExpiryTask {
-    fn spawn(store: Store, retention: Duration) -> Self {
+    fn spawn(store: Store, retention: Duration, broadcasts: BroadcastWindow) -> Self {
         Self(tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAILBOX_EXPIRY_INTERVAL);
             loop {

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 use confab_bootstrap::admin::{self, AdminStats, Deleted, Reply, Request};
 use confab_bootstrap::store::backup::{self, BackupInfo};
 use confab_bootstrap::store::{Store, StoreError};
+use confab_bootstrap::config::BroadcastPolicy;
 use confab_bootstrap::{Config, FileConfig};
+use confab_protocol::bootstrap::normalize_username;
 
 /// The data dir when neither `--data-dir` nor the config file names one.
 const DEFAULT_DATA_DIR: &str = "confab-bootstrap-data";
@@ -128,6 +130,7 @@ fn data_dir(cli: Option<PathBuf>, file: &FileConfig) -> PathBuf {
 /// The server's configuration: the command line over the config file over the defaults.
 fn server_config(cli: &Cli, file: FileConfig, mdns_off_by_env: bool) -> Result<Config> {
     let mut config = Config::new(data_dir(cli.data_dir.clone(), &file));
+    broadcast_config(&mut config, &file)?;
     if !cli.listen.is_empty() {
         config.listen = cli.listen.clone();
     } else if let Some(listen) = file.listen {
@@ -158,6 +161,43 @@ fn server_config(cli: &Cli, file: FileConfig, mdns_off_by_env: bool) -> Result<C
         config.mailbox_retention = Duration::from_secs(days.saturating_mul(24 * 3600));
     }
     Ok(config)
+}
+
+/// The broadcast settings of the config file, checked.
+fn broadcast_config(config: &mut Config, file: &FileConfig) -> Result<()> {
+    if let Some(policy) = file.broadcast_policy {
+        config.broadcast_policy = policy;
+    }
+    if let Some(admins) = &file.broadcast_admins {
+        config.broadcast_admins = admins
+            .iter()
+            .map(|a| {
+                normalize_username(a)
+                    .with_context(|| format!("broadcast_admins: {a:?} is not a username"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    if config.broadcast_policy == BroadcastPolicy::Admins && config.broadcast_admins.is_empty() {
+        tracing::warn!("broadcast_policy is \"admins\" but broadcast_admins is empty: nobody may broadcast");
+    }
+    let at_least_one = |name: &str, value: Option<u64>| match value {
+        Some(0) => bail!("{name} must be at least 1"),
+        other => Ok(other),
+    };
+    if let Some(n) = at_least_one("broadcast_max_entries", file.broadcast_max_entries)? {
+        config.broadcast_max_entries = n;
+    }
+    if let Some(days) = at_least_one("broadcast_retention_days", file.broadcast_retention_days)? {
+        config.broadcast_retention = Duration::from_secs(days.saturating_mul(24 * 3600));
+    }
+    let rate = file.broadcast_rate_per_minute.map(u64::from);
+    if let Some(n) = at_least_one("broadcast_rate_per_minute", rate)? {
+        config.broadcast_rate_per_minute = n as u32;
+    }
+    if let Some(n) = at_least_one("broadcast_burst", file.broadcast_burst.map(u64::from))? {
+        config.broadcast_burst = n as u32;
+    }
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<()> {
@@ -386,6 +426,32 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["x", "--backup-interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn broadcast_settings_come_from_the_file_checked() {
+        let file: FileConfig = toml::from_str(
+            "broadcast_policy = \"admins\"\nbroadcast_admins = [\" Ann \", \"ben\"]\n\
+             broadcast_max_entries = 5\nbroadcast_retention_days = 2\n\
+             broadcast_rate_per_minute = 6\nbroadcast_burst = 3\n",
+        )
+        .unwrap();
+        let c = server_config(&cli(&[]), file, false).unwrap();
+        assert_eq!(c.broadcast_policy, BroadcastPolicy::Admins);
+        assert_eq!(c.broadcast_admins, ["ann", "ben"], "normalised");
+        assert_eq!(c.broadcast_max_entries, 5);
+        assert_eq!(c.broadcast_retention, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!((c.broadcast_rate_per_minute, c.broadcast_burst), (6, 3));
+        for bad in [
+            "broadcast_admins = [\"not a name\"]",
+            "broadcast_max_entries = 0",
+            "broadcast_retention_days = 0",
+            "broadcast_rate_per_minute = 0",
+            "broadcast_burst = 0",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            assert!(server_config(&cli(&[]), file, false).is_err(), "{bad}");
+        }
     }
 
     #[test]

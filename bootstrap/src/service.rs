@@ -19,10 +19,14 @@
 //! `Devices` lists a user's connected devices with their listen addresses, to the user and their
 //! friends only, so that a sender can deliver directly and use the mailbox as the fallback.
 //!
+//! The broadcasts the server keeps (who may broadcast, the rate, the window, `Broadcasts` pages)
+//! are in [`broadcasts`].
+//!
 //! Account settings (do-not-disturb, muted conversations, blocked users and groups) are in
 //! [`settings`], with the list of what blocking refuses where: here, deposits, receipts, friend
 //! requests and device listings; in [`groups`], creations, invitations and posts.
 
+pub mod broadcasts;
 pub mod groups;
 pub mod password;
 pub mod recall;
@@ -158,6 +162,8 @@ pub struct Service {
     decoy_phc: Arc<String>,
     /// Entries one mailbox holds at most.
     mailbox_max_entries: u64,
+    /// Which kept broadcasts stay.
+    broadcast_window: broadcasts::BroadcastWindow,
 }
 
 impl Service {
@@ -178,6 +184,7 @@ impl Service {
             presence,
             decoy_phc: Arc::new(decoy_phc),
             mailbox_max_entries: MAX_MAILBOX_ENTRIES,
+            broadcast_window: broadcasts::BroadcastWindow::default(),
         })
     }
 
@@ -304,6 +311,9 @@ impl Service {
             } => self.recall(device, conversation, id, author).await,
             BootstrapRequest::Delete { conversation, id } => {
                 self.delete_message(device, conversation, id).await
+            }
+            BootstrapRequest::Broadcasts { after, limit } => {
+                self.broadcasts(device, after, limit).await
             }
             BootstrapRequest::Settings => self.settings_get(device).await,
             BootstrapRequest::SetDnd { enabled } => self.set_dnd(device, enabled).await,

@@ -18,6 +18,10 @@
 //! its number and envelope and holds a tombstone instead of the message; [`Tx::mailbox_copy`]
 //! finds a message's entry by author and id, [`Tx::mailbox_authors_of`] by id alone.
 //!
+//! The kept broadcasts (`broadcast_*` on [`Tx`]) are one log for the whole server, numbered by a
+//! sequence that only grows, bounded by count and age, indexed by message id and device for
+//! deduplication and recalls.
+//!
 //! An account's settings ([`Tx::settings`], [`Tx::put_settings`], [`Tx::remove_settings`]) are
 //! one record under its name; [`Tx::blocks`] answers "did this account block that address?" with
 //! one lookup, for the requests that enforce blocking.
@@ -429,9 +433,11 @@ macro_rules! with_table {
 }
 
 // Declared after `with_table!`, which its `Tx` methods use.
+mod broadcasts;
 mod groups;
 mod recall;
 mod settings;
+pub use broadcasts::Appended;
 pub use groups::{GroupMember, GroupRecord};
 
 impl Tx {
@@ -460,6 +466,9 @@ impl Tx {
         self.w()?.open_table(GROUPS)?;
         self.w()?.open_table(USER_GROUPS)?;
         self.w()?.open_table(SETTINGS)?;
+        self.w()?.open_table(BROADCASTS)?;
+        self.w()?.open_table(BROADCAST_IDS)?;
+        self.w()?.open_table(BROADCAST_SEQ)?;
         Ok(())
     }
 

@@ -43,6 +43,17 @@ pub(crate) const USER_GROUPS: TableDefinition<(&str, &str), u64> =
 /// `username -> AccountSettings` (CBOR): do-not-disturb, muted conversations, blocked users and
 /// groups; absent until the account first changes one.
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings_v1");
+/// `seq -> BroadcastEntry` (CBOR): the kept broadcasts, oldest first; a window bounded by count
+/// and age (see `store::broadcasts`).
+pub(crate) const BROADCASTS: TableDefinition<u64, &[u8]> = TableDefinition::new("broadcasts_v1");
+/// `(message id, device peer id bytes) -> seq`: the kept broadcasts by id, for deduplication and
+/// recalls; kept in step with [`BROADCASTS`] (an entry and its row go together).
+pub(crate) const BROADCAST_IDS: TableDefinition<(&[u8], &[u8]), u64> =
+    TableDefinition::new("broadcast_ids_v1");
+/// `"last" -> the last broadcast sequence number assigned`: never reused, even after the entries
+/// that had them were deleted.
+pub(crate) const BROADCAST_SEQ: TableDefinition<&str, u64> =
+    TableDefinition::new("broadcast_seq_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -77,5 +88,8 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(GROUPS)?;
     visitor.visit(USER_GROUPS)?;
     visitor.visit(SETTINGS)?;
+    visitor.visit(BROADCASTS)?;
+    visitor.visit(BROADCAST_IDS)?;
+    visitor.visit(BROADCAST_SEQ)?;
     Ok(())
 }

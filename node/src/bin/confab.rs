@@ -291,6 +291,11 @@ Accounts (kept by the bootstrap):
 /accept USER        accept USER's friend request
 /remove USER        end a friendship, or withdraw or decline a request
 
+Settings (the same on every device of the account):
+/dnd on|off         do-not-disturb: no alerts
+/mute [ADDRESS]     no alerts from a conversation (default: the current one); /unmute
+/block ADDRESS      refuse user:<name> or group:<id>; /unblock
+
 Groups (kept by the bootstrap):
 /groups             your groups
 /group NAME [USER...]  create a group with these members (you own it) and talk to it
@@ -642,6 +647,37 @@ impl Chat<'_> {
                 println!("you and {user} are now friends");
             }
             "/remove" => self.remove(arg).await?,
+            "/dnd" => {
+                let enabled = match arg {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("usage: /dnd on|off"),
+                };
+                client.set_dnd(enabled).await?;
+                println!("do-not-disturb is {arg} on every device of this account");
+            }
+            "/mute" | "/unmute" => {
+                let conversation = if arg.is_empty() {
+                    self.target.clone()
+                } else {
+                    arg.parse()?
+                };
+                client.set_muted(&conversation, cmd == "/mute").await?;
+                println!("{conversation} {}d", &cmd[1..]);
+            }
+            "/block" | "/unblock" => {
+                let target: Conversation = arg.parse()?;
+                let settings = client.set_blocked(&target, cmd == "/block").await?;
+                let list: Vec<String> = settings.blocked.iter().map(ToString::to_string).collect();
+                println!(
+                    "blocked: {}",
+                    if list.is_empty() {
+                        "nobody".into()
+                    } else {
+                        list.join(", ")
+                    }
+                );
+            }
             "/groups" => {
                 let me = client.whoami().await?.user.unwrap_or_default();
                 let groups = client.groups().await?;
