@@ -273,7 +273,10 @@ mod tests {
         let defaults = Config::new("/d");
         assert_eq!(defaults.broadcast_policy, BroadcastPolicy::Anyone);
         assert_eq!(defaults.broadcast_max_entries, 10_000);
-        assert_eq!(defaults.broadcast_retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            defaults.broadcast_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
         assert_eq!(
             (defaults.broadcast_rate_per_minute, defaults.broadcast_burst),
             (30, 10)

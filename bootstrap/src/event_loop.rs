@@ -35,8 +35,8 @@ use crate::mdns::Advertisement;
 use crate::presence::Presence;
 use crate::service::broadcasts::{BroadcastGate, BroadcastWindow};
 use crate::service::{Effect, Outcome, Service};
-use broadcasts::BroadcastWriter;
 use crate::store::{Store, StoreError};
+use broadcasts::BroadcastWriter;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -132,19 +132,34 @@ impl ExpiryTask {
             loop {
                 tick.tick().await;
                 let store = store.clone();
-                let cutoff = std::time::SystemTime::now()
-                    .checked_sub(retention)
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
+                let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+                let cutoff = now.saturating_sub(retention_ms);
                 let done = tokio::task::spawn_blocking(move || {
-                    store.write(|tx| tx.mailbox_expire(cutoff, MAILBOX_EXPIRY_BATCH))
+                    let mailboxes =
+                        store.write(|tx| tx.mailbox_expire(cutoff, MAILBOX_EXPIRY_BATCH));
+                    let kept = store.write(|tx| broadcasts.expire(tx, now));
+                    (mailboxes, kept)
                 })
                 .await;
                 match done {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!("deleted {n} expired mailbox entries"),
-                    Ok(Err(e)) => tracing::error!("mailbox expiry: {e}"),
-                    Err(e) => tracing::error!("mailbox expiry task: {e}"),
+                    Ok((mailboxes, kept)) => {
+                        match mailboxes {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!("deleted {n} expired mailbox entries"),
+                            Err(e) => tracing::error!("mailbox expiry: {e}"),
+                        }
+                        match kept {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::info!("deleted {n} kept broadcasts out of the window")
+                            }
+                            Err(e) => tracing::error!("broadcast expiry: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!("expiry task: {e}"),
                 }
             }
         }))
@@ -210,10 +225,22 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         .map_err(|e| StartError::Store(StoreError::Corrupt(e.to_string())))?;
     let peer_id = keypair.public().to_peer_id();
     let presence = Arc::new(Presence::default());
+    let window = BroadcastWindow {
+        max_entries: config.broadcast_max_entries,
+        retention: config.broadcast_retention,
+    };
     let service = Service::new(store.clone(), keypair.clone(), presence.clone())
         .await
         .map_err(|e| StartError::Network(e.to_string()))?
-        .with_mailbox_limit(config.mailbox_max_entries);
+        .with_mailbox_limit(config.mailbox_max_entries)
+        .with_broadcast_window(window);
+    let gate = BroadcastGate::new(
+        keypair.public(),
+        config.broadcast_policy,
+        &config.broadcast_admins,
+        config.broadcast_rate_per_minute,
+        config.broadcast_burst,
+    );
 
     let gossip_config =
         net::gossipsub_config(Duration::from_secs(1)).map_err(StartError::Network)?;
@@ -344,16 +371,18 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         None
     };
     let (command_tx, command_rx) = mpsc::channel(16);
+    let broadcast_writer = BroadcastWriter::spawn(service.clone());
     let event_loop = EventLoop {
         advertisement,
         swarm,
-        local: peer_id,
         service,
         presence,
         commands: command_rx,
         remote_ips: HashMap::new(),
         tasks: FuturesUnordered::new(),
         broadcast_topic: gossipsub::IdentTopic::new(BROADCAST_TOPIC).hash(),
+        gate,
+        broadcast_writer,
     };
     tokio::spawn(event_loop.run());
     // Hook 1: periodic backups.
@@ -362,7 +391,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
     });
     // Hook 2: the admin socket; its `stats` asks the loop.
     let stats_commands = command_tx.clone();
-    let expiry = ExpiryTask::spawn(store.clone(), config.mailbox_retention);
+    let expiry = ExpiryTask::spawn(store.clone(), config.mailbox_retention, window);
     let admin = crate::admin::spawn(&config.data_dir, store, move || {
         let commands = stats_commands.clone();
         async move {
@@ -384,7 +413,6 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
 struct EventLoop {
     advertisement: Option<Advertisement>,
     swarm: Swarm<Behaviour>,
-    local: PeerId,
     service: Service,
     presence: Arc<Presence>,
     commands: mpsc::Receiver<Command>,
@@ -392,6 +420,10 @@ struct EventLoop {
     remote_ips: HashMap<PeerId, IpAddr>,
     tasks: FuturesUnordered<BoxFuture<'static, Done>>,
     broadcast_topic: gossipsub::TopicHash,
+    /// Who may broadcast, and the rate per author.
+    gate: BroadcastGate,
+    /// Keeps what the gate accepts.
+    broadcast_writer: BroadcastWriter,
 }
 
 /// Starts the mDNS advertisement at the first TCP and QUIC ports listened on; a failure only
@@ -457,6 +489,8 @@ impl EventLoop {
             ad.stop().await;
         }
         drop(self.swarm);
+        // What was accepted is kept before the store closes.
+        self.broadcast_writer.close().await;
         drop(self.service);
         if let Some(done) = done {
             let _ = done.send(());
@@ -519,20 +553,7 @@ impl EventLoop {
                 propagation_source,
                 message_id,
                 message,
-            })) => {
-                // Relay well-formed broadcasts; reject garbage so its sender's score drops.
-                let verdict = match decode::<GossipFrame>(&message.data) {
-                    Ok(GossipFrame::Chat(_)) if message.source.is_some_and(|s| s != self.local) => {
-                        gossipsub::MessageAcceptance::Accept
-                    }
-                    Ok(_) => gossipsub::MessageAcceptance::Ignore,
-                    Err(_) => gossipsub::MessageAcceptance::Reject,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, verdict);
-            }
+            })) => self.handle_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

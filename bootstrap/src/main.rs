@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use confab_bootstrap::admin::{self, AdminStats, Deleted, Reply, Request};
+use confab_bootstrap::config::BroadcastPolicy;
 use confab_bootstrap::store::backup::{self, BackupInfo};
 use confab_bootstrap::store::{Store, StoreError};
-use confab_bootstrap::config::BroadcastPolicy;
 use confab_bootstrap::{Config, FileConfig};
 use confab_protocol::bootstrap::normalize_username;
 
@@ -178,7 +178,9 @@ fn broadcast_config(config: &mut Config, file: &FileConfig) -> Result<()> {
             .collect::<Result<_>>()?;
     }
     if config.broadcast_policy == BroadcastPolicy::Admins && config.broadcast_admins.is_empty() {
-        tracing::warn!("broadcast_policy is \"admins\" but broadcast_admins is empty: nobody may broadcast");
+        tracing::warn!(
+            "broadcast_policy is \"admins\" but broadcast_admins is empty: nobody may broadcast"
+        );
     }
     let at_least_one = |name: &str, value: Option<u64>| match value {
         Some(0) => bail!("{name} must be at least 1"),

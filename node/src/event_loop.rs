@@ -1078,21 +1078,26 @@ impl EventLoop {
     fn set_delivery(&mut self, id: MessageId, state: DeliveryState) {
         let store = self.store.clone();
         let author = self.local_peer.to_base58();
+        let events = self.events.clone();
         self.run_store_op(async move {
-            if let Err(e) = store.set_delivery(author, id, state).await {
-                tracing::warn!("cannot record delivery of {id}: {e}");
+            match store.set_delivery(author, id, state).await {
+                // Only when it moved, and never backwards: each state passed, once.
+                Ok(Some(before)) => {
+                    for passed in [
+                        DeliveryState::Sent,
+                        DeliveryState::Delivered,
+                        DeliveryState::Read,
+                    ] {
+                        if passed > before && passed <= state {
+                            let _ = events.send(Event::Delivery { id, state: passed });
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot record delivery of {id}: {e}"),
             }
             StoreDone::Nothing
         });
-        for passed in [
-            DeliveryState::Sent,
-            DeliveryState::Delivered,
-            DeliveryState::Read,
-        ] {
-            if passed <= state {
-                self.emit(Event::Delivery { id, state: passed });
-            }
-        }
     }
 
     // ---- outgoing traffic -----------------------------------------------------------------

@@ -277,7 +277,7 @@ enum Request {
         author: String,
         id: MessageId,
         state: DeliveryState,
-        reply: Reply<()>,
+        reply: Reply<Option<DeliveryState>>,
     },
     PutPeer {
         peer: KnownPeer,
@@ -338,6 +338,72 @@ enum Request {
 }
 
 impl Request {
+    /// Answers this request with `e` (its batch failed before reaching it, or with it).
+    fn fail(self, e: StoreError) {
+        match self {
+            Request::InsertMessage { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::StoreMailboxPage { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::FinishDeposit { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::MarkRead { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::FinishReceipt { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::SetDelivery { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::PutPeer { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::PutRoster { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::DropRoster { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::PutSettings { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::StoreBroadcastPage { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::SetName { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::SetSession { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::History { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::Outbox { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::MailboxOutbox { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::ReceiptOutbox { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::Bury { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::ConversationOf { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Request::Close { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
     fn is_write(&self) -> bool {
         matches!(
             self,
@@ -530,12 +596,13 @@ impl Store {
     }
 
     /// Records a delivery state (never moving backwards) and leaves the outbox once sent.
+    /// Returns the state it had when it moved (`None`: it did not move).
     pub(crate) async fn set_delivery(
         &self,
         author: String,
         id: MessageId,
         state: DeliveryState,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<DeliveryState>, StoreError> {
         self.call(|reply| Request::SetDelivery {
             author,
             id,
@@ -827,6 +894,7 @@ impl Actor {
     fn commit_batch(&self, writes: Vec<Request>) {
         let durable = writes.iter().any(Request::needs_durability);
         let mut done = Vec::with_capacity(writes.len());
+        let mut writes = writes.into_iter();
         let result = (|| -> Result<(), StoreError> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(if durable {
@@ -834,7 +902,7 @@ impl Actor {
             } else {
                 Durability::None
             })?;
-            for request in writes {
+            for request in writes.by_ref() {
                 match request {
                     Request::InsertMessage {
                         record,
@@ -959,6 +1027,16 @@ impl Actor {
                             let mut meta = txn.open_table(META)?;
                             match session {
                                 Some(session) => {
+                                    // Another account: the previous one's settings and groups
+                                    // go with it.
+                                    let previous = match meta.get(KEY_SESSION)? {
+                                        Some(v) => from_cbor::<StoredSession>(v.value()).ok(),
+                                        None => None,
+                                    };
+                                    if previous.is_some_and(|p| p.user != session.user) {
+                                        meta.remove(KEY_SETTINGS)?;
+                                        txn.open_table(GROUPS)?.retain(|_, _| false)?;
+                                    }
                                     meta.insert(KEY_SESSION, to_cbor(&session)?.as_slice())?;
                                 }
                                 None => {
@@ -986,6 +1064,10 @@ impl Actor {
         })();
         if let Err(e) = &result {
             tracing::error!("store commit failed: {e}");
+            // The requests the batch did not reach are answered too (nothing was committed).
+            for request in writes {
+                request.fail(e.clone());
+            }
         }
         for d in done {
             d(result.clone());
@@ -1129,13 +1211,15 @@ fn insert_message(
     match tombstone {
         // Deleted here for good: a later copy does not bring it back.
         Some(Tombstone::Deleted) => return Ok(Inserted::Duplicate),
-        // Recalled before it arrived: kept as recalled, without its content.
+        // Recalled before it arrived: kept as recalled, without its content, and not shown as
+        // news (its callers would show what arrived).
         Some(Tombstone::Recalled { by }) if by_matches(by.as_deref(), &record) => {
             record.text = None;
             record.recalled = true;
         }
         _ => {}
     }
+    let buried = record.recalled;
     let mut meta = txn.open_table(META)?;
     let seq = match meta.get(KEY_NEXT_SEQ)? {
         Some(v) => {
@@ -1165,6 +1249,9 @@ fn insert_message(
             record.id.as_bytes().as_slice(),
             record.conversation.as_str(),
         )?;
+    }
+    if buried {
+        return Ok(Inserted::Duplicate);
     }
     match outbox {
         Some(Outbox::Peer(peer)) => {
@@ -1289,12 +1376,18 @@ fn bury(
             }
         }
     }
-    // A deletion outranks a recall; a recall never replaces a deletion.
+    // A tombstone for a message not here is kept only when its author is known (from the
+    // bootstrap, which checked it; or a deletion of this account's own): a peer's recall of
+    // something this device never had is not kept, so peers cannot fill the store.
+    let from_peer = matches!(&tombstone, Tombstone::Recalled { by: Some(_) })
+        && (conversation.starts_with("peer:") || conversation == "broadcast");
+    if outcome == Buried::Waiting && from_peer {
+        return Ok(outcome);
+    }
+    // A deletion outranks a recall; a recall never replaces a deletion, nor another recall
+    // (the first one names the author; a later claim cannot change whose message it is).
     let mut tombstones = txn.open_table(TOMBSTONES)?;
-    let keep = match tombstones.get(by_id)? {
-        Some(v) => !matches!(from_cbor::<Tombstone>(v.value())?, Tombstone::Deleted),
-        None => true,
-    };
+    let keep = tombstones.get(by_id)?.is_none() || tombstone == Tombstone::Deleted;
     if keep {
         tombstones.insert(by_id, to_cbor(&tombstone)?.as_slice())?;
     }
@@ -1412,12 +1505,16 @@ fn set_delivery(
     txn: &WriteTransaction,
     key: &[u8],
     state: DeliveryState,
-) -> Result<(), StoreError> {
-    raise_delivery(txn, key, state)?;
+) -> Result<Option<DeliveryState>, StoreError> {
+    let before = match txn.open_table(MESSAGES)?.get(key)? {
+        Some(v) => from_cbor::<StoredMessage>(v.value())?.delivery,
+        None => return Ok(None),
+    };
+    let moved = raise_delivery(txn, key, state)?;
     if state >= DeliveryState::Sent {
         txn.open_table(OUTBOX)?.remove(key)?;
     }
-    Ok(())
+    Ok(moved.then_some(before))
 }
 
 #[cfg(test)]

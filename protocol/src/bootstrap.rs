@@ -521,6 +521,8 @@ pub enum MailboxItem {
     Recall {
         /// The message.
         id: MessageId,
+        /// Its author (account): the recall applies to that author's message only.
+        author: String,
     },
     /// The owner deleted message `id` of the conversation from its history, on every device of
     /// its own (only ever in the owner's own mailbox).

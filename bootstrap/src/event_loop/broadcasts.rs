@@ -1,7 +1,8 @@
-//! The broadcast topic in the event loop: each publication is judged at once
-//! ([`BroadcastGate::judge`], no IO), the verdict goes back to gossipsub (relay or not), and what
-//! is to be kept or recalled goes to the [`BroadcastWriter`], so the loop never waits for the
-//! disk.
+//! The broadcast topic in the event loop: each publication is judged at once, without IO
+//! ([`BroadcastGate::judge`]); the verdict goes back to gossipsub (relay or not), and what is to
+//! be kept or recalled goes to the [`BroadcastWriter`], so the loop never waits for the disk.
+//!
+//! [`BroadcastGate::judge`]: crate::service::broadcasts::BroadcastGate::judge
 
 use std::time::Instant;
 
@@ -95,7 +96,8 @@ impl EventLoop {
             && !self.broadcast_writer.submit(write)
         {
             tracing::warn!(
-                "the broadcast store is behind: a broadcast from {:?} was relayed but not kept",
+                "the broadcast store is behind: a broadcast or recall from {:?} was relayed but \
+                 not applied to the kept broadcasts",
                 message.source
             );
         }

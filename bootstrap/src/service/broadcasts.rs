@@ -144,7 +144,8 @@ impl Service {
                             }
                         }
                         BroadcastWrite::Recall { by, id } => {
-                            applied.recalled += tx.broadcast_remove(&id, |e| recalls(&by, e))?.len();
+                            applied.recalled +=
+                                tx.broadcast_remove(&id, |e| recalls(&by, e))?.len();
                         }
                     }
                 }
@@ -212,6 +213,22 @@ mod tests {
         }
     }
 
+    /// The texts of the kept broadcasts, as `device` pages them.
+    async fn kept(s: &Service, device: PeerId) -> Vec<String> {
+        let (entries, _) = page(
+            &s.handle(
+                device,
+                None,
+                R::Broadcasts {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await,
+        );
+        texts(&entries).into_iter().map(str::to_owned).collect()
+    }
+
     /// A registered device and the certificate it got.
     async fn user(s: &Service, name: &str) -> (PeerId, DeviceCert) {
         let device = PeerId::random();
@@ -248,10 +265,7 @@ mod tests {
         assert_eq!(entries[0].from_device, stranger.to_bytes());
         let (entries, last) = page(&s.handle(ann, None, ask(2, 10)).await);
         assert_eq!((texts(&entries), last), (vec!["b2", "b3", "b4"], 5));
-        assert_eq!(
-            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
         let (entries, last) = page(&s.handle(ann, None, ask(5, 10)).await);
         assert_eq!((entries.len(), last), (0, 5));
         // A limit of 0 is raised to 1; a huge one is capped.
@@ -272,9 +286,21 @@ mod tests {
         let source = PeerId::random();
         for i in 0..5 {
             let m = ChatMessage::text("s", format!("b{i}"), 1);
-            s.apply_broadcast_writes(vec![keep(source, &m)]).await.unwrap();
+            s.apply_broadcast_writes(vec![keep(source, &m)])
+                .await
+                .unwrap();
         }
-        let (entries, last) = page(&s.handle(ann, None, R::Broadcasts { after: 0, limit: 10 }).await);
+        let (entries, last) = page(
+            &s.handle(
+                ann,
+                None,
+                R::Broadcasts {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await,
+        );
         assert_eq!((texts(&entries), last), (vec!["b2", "b3", "b4"], 5));
 
         // By age: two hours on, all are older than the retention.
@@ -282,11 +308,23 @@ mod tests {
         let later = now_ms() + 2 * 3600 * 1000;
         let expired = s.store().write(|tx| window.expire(tx, later)).unwrap();
         assert_eq!(expired, 3);
-        let (entries, last) = page(&s.handle(ann, None, R::Broadcasts { after: 0, limit: 10 }).await);
+        let (entries, last) = page(
+            &s.handle(
+                ann,
+                None,
+                R::Broadcasts {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await,
+        );
         assert_eq!((entries.len(), last), (0, 5), "numbers are not reused");
         // Within the retention nothing goes.
         let m = ChatMessage::text("s", "fresh", 1);
-        s.apply_broadcast_writes(vec![keep(source, &m)]).await.unwrap();
+        s.apply_broadcast_writes(vec![keep(source, &m)])
+            .await
+            .unwrap();
         let expired = s.store().write(|tx| window.expire(tx, now_ms())).unwrap();
         assert_eq!(expired, 0);
     }
@@ -301,7 +339,10 @@ mod tests {
             .apply_broadcast_writes(vec![keep(ann, &m), keep(ann, &m)])
             .await
             .unwrap();
-        assert_eq!((first.kept, again.kept, again.duplicates), (vec![1], vec![], 2));
+        assert_eq!(
+            (first.kept, again.kept, again.duplicates),
+            (vec![1], vec![], 2)
+        );
         // Another device with the same id is another broadcast.
         let other = s
             .apply_broadcast_writes(vec![keep(PeerId::random(), &m)])
@@ -331,11 +372,6 @@ mod tests {
         ])
         .await
         .unwrap();
-        let kept = |s: &Service| async move {
-            let (entries, _) =
-                page(&s.handle(ann, None, R::Broadcasts { after: 0, limit: 10 }).await);
-            texts(&entries).into_iter().map(str::to_owned).collect::<Vec<_>>()
-        };
 
         // A bare device that did not write it takes nothing, not even by the right id.
         let recall = |by, id| BroadcastWrite::Recall { by, id };
@@ -350,14 +386,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied.recalled, 1);
-        assert_eq!(kept(&s).await, ["ben's", "bare", "ann's other"]);
+        assert_eq!(kept(&s, ann).await, ["ben's", "bare", "ann's other"]);
         // The bare device takes its own.
         let applied = s
             .apply_broadcast_writes(vec![recall(Author::Device(bare), from_ann.id)])
             .await
             .unwrap();
         assert_eq!(applied.recalled, 1);
-        assert_eq!(kept(&s).await, ["ben's", "ann's other"]);
+        assert_eq!(kept(&s, ann).await, ["ben's", "ann's other"]);
     }
 
     /// The gate and the writes together, as the event loop runs them: an admin's broadcast is
@@ -391,7 +427,17 @@ mod tests {
             }
         }
         s.apply_broadcast_writes(writes).await.unwrap();
-        let (entries, last) = page(&s.handle(ben, None, R::Broadcasts { after: 0, limit: 10 }).await);
+        let (entries, last) = page(
+            &s.handle(
+                ben,
+                None,
+                R::Broadcasts {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await,
+        );
         assert_eq!((texts(&entries), last), (vec!["from the admin"], 1));
         // A certificate of another server is no certificate of this one.
         let other_server = Keypair::generate_ed25519();

@@ -155,6 +155,7 @@ fn apply_recall(
     tx: &mut Tx,
     holders: Vec<Holder>,
     id: MessageId,
+    author: &str,
     stamp: &Stamp,
     max_entries: u64,
 ) -> Result<Written, Refusal> {
@@ -167,7 +168,10 @@ fn apply_recall(
             .as_ref()
             .is_some_and(|c| matches!(c.item, MailboxItem::Message(_)))
     };
-    let tombstone = MailboxItem::Recall { id };
+    let tombstone = MailboxItem::Recall {
+        id,
+        author: author.to_owned(),
+    };
     if !holders.iter().any(holds_body) {
         // A repeat: every body is gone already.
         let mine = &holders[me];
@@ -301,7 +305,9 @@ impl Service {
                         holders
                     }
                 };
-                apply_recall(tx, holders, id, &stamp, max_entries)
+                // The user: branch refused any author but the requester.
+                let author = author.unwrap_or_else(|| stamp.by.clone());
+                apply_recall(tx, holders, id, &author, &stamp, max_entries)
             })
             .await?;
         Ok(deposited(written))
@@ -508,13 +514,19 @@ mod tests {
             from_device: alice.to_bytes(),
             outgoing: false,
             stored_at: bobs[1].stored_at,
-            item: MailboxItem::Recall { id },
+            item: MailboxItem::Recall {
+                id,
+                author: "alice".into(),
+            },
         };
         assert_eq!(
             bobs,
             [
                 MailboxEntry {
-                    item: MailboxItem::Recall { id },
+                    item: MailboxItem::Recall {
+                        id,
+                        author: "alice".into()
+                    },
                     ..original.clone()
                 },
                 tombstone.clone(),
@@ -524,7 +536,14 @@ mod tests {
         assert_eq!(alices.len(), 3);
         assert_eq!(
             (alices[0].seq, alices[0].outgoing, &alices[0].item),
-            (1, true, &MailboxItem::Recall { id })
+            (
+                1,
+                true,
+                &MailboxItem::Recall {
+                    id,
+                    author: "alice".into()
+                }
+            )
         );
         assert!(matches!(alices[1].item, MailboxItem::Receipt { .. }));
         assert_eq!(
@@ -620,7 +639,10 @@ mod tests {
         );
         assert_eq!(
             mailbox(&s, "bob")[2].item,
-            MailboxItem::Recall { id: m1.id }
+            MailboxItem::Recall {
+                id: m1.id,
+                author: "alice".into()
+            }
         );
         // A repeat adds nothing; the other message is recalled above the limit too.
         let out = s
@@ -727,7 +749,10 @@ mod tests {
                 got,
                 [
                     MailboxEntry {
-                        item: MailboxItem::Recall { id },
+                        item: MailboxItem::Recall {
+                            id,
+                            author: "ann".into()
+                        },
                         ..original
                     },
                     MailboxEntry {
@@ -737,7 +762,10 @@ mod tests {
                         from_device: ben.to_bytes(),
                         outgoing: *user == "ben",
                         stored_at: got[1].stored_at,
-                        item: MailboxItem::Recall { id },
+                        item: MailboxItem::Recall {
+                            id,
+                            author: "ann".into()
+                        },
                     }
                 ],
                 "{user}"
@@ -770,7 +798,13 @@ mod tests {
             assert!(!mentions(&s, user, "cal's post"), "{user}");
             let recalled = mailbox(&s, user)
                 .into_iter()
-                .filter(|e| e.item == MailboxItem::Recall { id: mine.id })
+                .filter(|e| {
+                    e.item
+                        == MailboxItem::Recall {
+                            id: mine.id,
+                            author: "cal".into(),
+                        }
+                })
                 .count();
             assert_eq!(recalled, 2, "{user}: the copy and the tombstone");
         }

@@ -155,8 +155,9 @@ impl Tx {
         })?;
         let mut removed = Vec::new();
         for seq in seqs {
-            let raw: Option<Vec<u8>> =
-                with_table!(self, BROADCASTS, |t| t.get(seq)?.map(|v| v.value().to_vec()));
+            let raw: Option<Vec<u8>> = with_table!(self, BROADCASTS, |t| t
+                .get(seq)?
+                .map(|v| v.value().to_vec()));
             let Some(raw) = raw else {
                 continue;
             };
@@ -219,7 +220,9 @@ mod tests {
         assert_eq!(store.read(|tx| tx.broadcast_last_seq()).unwrap(), 0);
         let messages: Vec<ChatMessage> = (0..5).map(|i| text(&format!("m{i}"))).collect();
         for (i, m) in messages.iter().enumerate() {
-            let appended = store.write(|tx| tx.broadcast_append(entry(1, 10, m))).unwrap();
+            let appended = store
+                .write(|tx| tx.broadcast_append(entry(1, 10, m)))
+                .unwrap();
             assert_eq!(appended, Appended::New(i as u64 + 1));
         }
         let again = store
@@ -263,10 +266,7 @@ mod tests {
                 .unwrap();
         }
         // By count: 6 kept, at most 4.
-        assert_eq!(
-            store.write(|tx| tx.broadcast_expire(0, 4, 100)).unwrap(),
-            2
-        );
+        assert_eq!(store.write(|tx| tx.broadcast_expire(0, 4, 100)).unwrap(), 2);
         let all = store
             .read(|tx| tx.broadcast_page(0, 100, usize::MAX))
             .unwrap();
@@ -279,11 +279,16 @@ mod tests {
         );
         // By age: stored before 104 (seq 3 and 4).
         assert_eq!(
-            store.write(|tx| tx.broadcast_expire(104, 100, 100)).unwrap(),
+            store
+                .write(|tx| tx.broadcast_expire(104, 100, 100))
+                .unwrap(),
             2
         );
         // The batch bound: at most one per call.
-        assert_eq!(store.write(|tx| tx.broadcast_expire(200, 100, 1)).unwrap(), 1);
+        assert_eq!(
+            store.write(|tx| tx.broadcast_expire(200, 100, 1)).unwrap(),
+            1
+        );
         assert_eq!(
             texts(
                 &store

@@ -141,7 +141,10 @@ mod tests {
                 .is_empty()
         );
 
-        let item = MailboxItem::Recall { id: m2.id };
+        let item = MailboxItem::Recall {
+            id: m2.id,
+            author: "cal".into(),
+        };
         let replaced = store
             .write(|tx| tx.mailbox_replace_item("ben", 2, item.clone()))
             .unwrap();

@@ -58,12 +58,18 @@ impl EventLoop {
                 return;
             }
         };
+        // Another bootstrap's cursor counts for nothing here.
+        let before = self
+            .broadcast_cursor
+            .as_ref()
+            .filter(|c| c.bootstrap == bootstrap.to_base58())
+            .map_or(0, |c| c.seq);
         let seq = entries
             .iter()
             .map(|e| e.seq)
             .max()
             .unwrap_or(last_seq)
-            .max(self.broadcast_cursor.as_ref().map_or(0, |c| c.seq));
+            .max(before);
         let more = !entries.is_empty() && seq < last_seq;
         let records: Vec<StoredMessage> = entries
             .into_iter()

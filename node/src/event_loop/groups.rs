@@ -331,6 +331,11 @@ impl EventLoop {
             );
             return Reject;
         }
+        // A member this account blocked: valid, so passed on by others, but not shown here (as
+        // its mailbox copies are not).
+        if self.blocks_user(&user) {
+            return Ignore;
+        }
         if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
             // Not stored now; the mailbox brings it.
             return Ignore;

@@ -60,11 +60,13 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
     };
     let message = match entry.item {
         MailboxItem::Message(message) => message,
-        MailboxItem::Recall { id } => {
+        // Applied only to the named author's message: ids are the authors' choice, so another
+        // author's message with the same id is not touched.
+        MailboxItem::Recall { id, author } => {
             return Some(PageItem::Tombstone {
                 conversation,
                 id,
-                tombstone: crate::store::Tombstone::Recalled { by: None },
+                tombstone: crate::store::Tombstone::Recalled { by: Some(author) },
             });
         }
         // Only ever the account's own doing (the bootstrap puts it in the owner's mailbox only).
@@ -290,10 +292,19 @@ impl EventLoop {
                 key,
                 ids,
             } => match result {
-                Ok(BootstrapResponse::Deposited { .. }) | Err(CallError::Refused { .. }) => {
+                Ok(BootstrapResponse::Deposited { .. })
+                | Err(CallError::Refused {
+                    code:
+                        ErrorCode::MailboxFull
+                        | ErrorCode::UnknownUser
+                        | ErrorCode::Invalid
+                        | ErrorCode::TooLarge
+                        | ErrorCode::NotAllowed,
+                    ..
+                }) => {
                     if let Err(e) = &result {
-                        // A receipt that cannot be stored (unknown user, full mailbox) is not
-                        // worth holding the queue for.
+                        // Refused for good (unknown user, full mailbox, blocked): not worth
+                        // holding the queue for. Anything else is retried.
                         tracing::warn!("the bootstrap refused a read receipt for {to}: {e:?}");
                     }
                     self.mailbox.deposit_done(&author, &to, key, now);

@@ -112,6 +112,7 @@ impl EventLoop {
             }
             (Conversation::Peer(_), true) => {
                 let Some(peer) = conversation.peer_id() else {
+                    let _ = reply.send(Err(RecallError::NotFound(id.to_string())));
                     return;
                 };
                 if !self.swarm.is_connected(&peer) {
@@ -251,6 +252,18 @@ impl EventLoop {
         id: MessageId,
         channel: ResponseChannel<DirectResponse>,
     ) {
+        if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
+            let reject = DirectResponse::Rejected {
+                id: Some(id),
+                reason: RejectReason::StorageFailed,
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, reject);
+            return;
+        }
         // Acknowledged at once: the tombstone is applied only to a message this very peer wrote.
         let _ = self
             .swarm
@@ -276,6 +289,9 @@ impl EventLoop {
         let Some(author) = author else {
             return gossipsub::MessageAcceptance::Reject;
         };
+        if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
         // The account its certificate proves, else the device itself.
         let by = match &cert {
             Some(cert) => match cert::verify(cert, &author, |p| self.bootstraps.trusts(p)) {

@@ -416,7 +416,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             gate.judge(Some(s.device), &recall, s.t0),
-            Verdict::Recall { by: Author::Device(_), .. }
+            Verdict::Recall {
+                by: Author::Device(_),
+                ..
+            }
         ));
     }
 
@@ -426,7 +429,10 @@ mod tests {
         let mut gate = s.gate(BroadcastPolicy::Anyone, &[]);
         let (_, certified) = s.chat(Some(s.cert("ann")));
         for i in 0..10 {
-            assert!(is_keep(&gate.judge(Some(s.device), &certified, s.t0)), "{i}");
+            assert!(
+                is_keep(&gate.judge(Some(s.device), &certified, s.t0)),
+                "{i}"
+            );
         }
         assert_eq!(
             gate.judge(Some(s.device), &certified, s.t0),
@@ -450,7 +456,10 @@ mod tests {
         let later = s.t0 + Duration::from_secs(2);
         assert!(matches!(
             gate.judge(Some(s.device), &recall, later),
-            Verdict::Recall { by: Author::User(_), .. }
+            Verdict::Recall {
+                by: Author::User(_),
+                ..
+            }
         ));
         assert!(matches!(
             gate.judge(Some(s.device), &certified, later),
@@ -467,9 +476,15 @@ mod tests {
             Verdict::Reject(Reason::Malformed(_))
         ));
         let (_, data) = s.chat(None);
-        assert_eq!(gate.judge(None, &data, s.t0), Verdict::Ignore(Reason::NoSource));
+        assert_eq!(
+            gate.judge(None, &data, s.t0),
+            Verdict::Ignore(Reason::NoSource)
+        );
         let own = s.server.public().to_peer_id();
-        assert_eq!(gate.judge(Some(own), &data, s.t0), Verdict::Ignore(Reason::Own));
+        assert_eq!(
+            gate.judge(Some(own), &data, s.t0),
+            Verdict::Ignore(Reason::Own)
+        );
         let group = GossipFrame::Group {
             group: "a".repeat(32),
             message: ChatMessage::text("ann", "hi", 1),
