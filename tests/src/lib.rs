@@ -171,6 +171,116 @@ pub mod chat {
     }
 }
 
+pub mod rpc {
+    //! JSON-RPC against an in-process node: the `confab rpc` code path, without the process.
+
+    use confab_node::Client;
+    use tokio::time::timeout;
+
+    use crate::chat::WAIT;
+
+    /// JSON-RPC over an in-process pipe (the `confab rpc` code path, without the process).
+    pub struct Rpc {
+        input: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        output:
+            tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+        next_id: u64,
+        /// Notifications read while waiting for answers, oldest first.
+        notes: std::collections::VecDeque<serde_json::Value>,
+    }
+
+    impl Rpc {
+        /// Serves JSON-RPC for `client` on an in-process pipe.
+        pub fn serve(client: Client) -> Self {
+            let (ours, theirs) = tokio::io::duplex(1 << 20);
+            let (their_read, their_write) = tokio::io::split(theirs);
+            tokio::spawn(confab_node::rpc::serve(
+                client,
+                tokio::io::BufReader::new(their_read),
+                their_write,
+            ));
+            let (our_read, our_write) = tokio::io::split(ours);
+            Self {
+                input: our_write,
+                output: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(our_read)),
+                next_id: 1,
+                notes: Default::default(),
+            }
+        }
+
+        /// The whole response object (`result` or `error`); notifications are skipped.
+        pub async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+            use tokio::io::AsyncWriteExt;
+            let id = self.next_id;
+            self.next_id += 1;
+            let line =
+                serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            self.input
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            timeout(WAIT, async {
+                loop {
+                    let line = self.output.next_line().await.unwrap().expect("a line");
+                    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    if value["id"] == id {
+                        return value;
+                    }
+                    if value.get("method").is_some() {
+                        self.notes.push_back(value);
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {method}"))
+        }
+
+        /// The result of a call that must succeed.
+        pub async fn ok(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+            let answer = self.call(method, params).await;
+            assert!(answer.get("error").is_none(), "{method}: {answer}");
+            answer["result"].clone()
+        }
+
+        /// The error code of a call that must fail.
+        pub async fn code(&mut self, method: &str, params: serde_json::Value) -> i64 {
+            let answer = self.call(method, params).await;
+            answer["error"]["code"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{method}: expected an error, got {answer}"))
+        }
+
+        /// Waits for a notification `method` whose params satisfy `pred`; returns its params.
+        pub async fn note(
+            &mut self,
+            method: &str,
+            pred: impl Fn(&serde_json::Value) -> bool,
+        ) -> serde_json::Value {
+            if let Some(i) = self
+                .notes
+                .iter()
+                .position(|n| n["method"] == method && pred(&n["params"]))
+            {
+                let note = self.notes.remove(i).unwrap_or_default();
+                self.notes.drain(..i);
+                return note["params"].clone();
+            }
+            self.notes.clear();
+            timeout(WAIT, async {
+                loop {
+                    let line = self.output.next_line().await.unwrap().expect("a line");
+                    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    if value["method"] == method && pred(&value["params"]) {
+                        return value["params"].clone();
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no {method} notification"))
+        }
+    }
+}
+
 pub mod raw {
     //! A request-response client that writes whatever bytes it is given on any protocol.
 

@@ -7,12 +7,13 @@
 //! reaches a peer nobody can dial, through the bootstrap's relay.
 
 use confab_tests::nodes::node;
+use confab_tests::rpc::Rpc;
 use std::path::Path;
 use std::time::Duration;
 
 use confab_node::{
-    Client, Conversation, DeleteAccountError, Event, FriendError, LoginError, LogoutError,
-    ProfileGetError, ProfileSetError, RegisterError, SearchError,
+    Conversation, DeleteAccountError, Event, FriendError, LoginError, LogoutError, ProfileGetError,
+    ProfileSetError, RegisterError, SearchError,
 };
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, timeout};
@@ -573,68 +574,6 @@ async fn a_restarted_bootstrap_is_redialled_and_the_session_carries_on() {
 
     ann.shutdown().await.unwrap();
     bootstrap.shutdown().await;
-}
-
-/// JSON-RPC over an in-process pipe (the `confab rpc` code path, without the process).
-struct Rpc {
-    input: tokio::io::WriteHalf<tokio::io::DuplexStream>,
-    output: tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
-    next_id: u64,
-}
-
-impl Rpc {
-    fn serve(client: Client) -> Self {
-        let (ours, theirs) = tokio::io::duplex(1 << 20);
-        let (their_read, their_write) = tokio::io::split(theirs);
-        tokio::spawn(confab_node::rpc::serve(
-            client,
-            tokio::io::BufReader::new(their_read),
-            their_write,
-        ));
-        let (our_read, our_write) = tokio::io::split(ours);
-        Self {
-            input: our_write,
-            output: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(our_read)),
-            next_id: 1,
-        }
-    }
-
-    /// The whole response object (`result` or `error`); notifications are skipped.
-    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        use tokio::io::AsyncWriteExt;
-        let id = self.next_id;
-        self.next_id += 1;
-        let line =
-            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.input
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        timeout(WAIT, async {
-            loop {
-                let line = self.output.next_line().await.unwrap().expect("a line");
-                let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-                if value["id"] == id {
-                    return value;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no answer to {method}"))
-    }
-
-    async fn ok(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        let answer = self.call(method, params).await;
-        assert!(answer.get("error").is_none(), "{method}: {answer}");
-        answer["result"].clone()
-    }
-
-    async fn code(&mut self, method: &str, params: serde_json::Value) -> i64 {
-        let answer = self.call(method, params).await;
-        answer["error"]["code"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("{method}: expected an error, got {answer}"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
