@@ -398,6 +398,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                     sender_name: record.from_name,
                     text: Some(text),
                     author_cert: None,
+                    attachment: None,
                 }));
         }
     }
@@ -437,6 +438,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
             sender_name: record.from_name,
             text: Some(text),
             author_cert: None,
+            attachment: None,
         };
         mailbox.add_deposit(author, to, message, now);
     }

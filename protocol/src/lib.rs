@@ -8,6 +8,7 @@
 //! - [`ids`]: identifiers chosen by the sender ([`MessageId`]).
 //! - [`message`]: the chat message carried by every transport ([`ChatMessage`]).
 //! - [`direct`]: the request-response protocol for 1:1 messages (`/confab/direct/1`).
+//! - [`file`]: fetching files chunk by chunk, verified as they stream (`/confab/file/1`).
 //! - [`gossip`]: frames published on gossipsub topics (broadcast, groups).
 //! - [`group`]: groups' signed membership ([`group::Roster`]) and their topics.
 //! - [`bootstrap`]: requests to a bootstrap (`/confab/bootstrap/1`) and its pushes (`/confab/notify/1`).
@@ -22,6 +23,7 @@
 pub mod bootstrap;
 pub mod codec;
 pub mod direct;
+pub mod file;
 pub mod gossip;
 pub mod group;
 pub mod ids;
@@ -32,4 +34,4 @@ pub use codec::{DecodeError, EncodeError, Wire, decode, encode};
 pub use direct::{DirectRequest, DirectResponse, RejectReason};
 pub use gossip::GossipFrame;
 pub use ids::{ContentHash, MessageId, ParseIdError};
-pub use message::{ChatMessage, InvalidMessage};
+pub use message::{Attachment, AttachmentKind, ChatMessage, InvalidMessage};

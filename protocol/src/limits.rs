@@ -52,6 +52,20 @@ pub const MAX_ADDRESS_BYTES: usize = 160;
 pub const MAX_GROUP_MEMBERS: usize = 256;
 /// Most groups one account may be a member of.
 pub const MAX_GROUPS_PER_USER: usize = 256;
+/// Largest chunk of a file on `/confab/file/1`, in bytes (the chunk size files are cut into).
+pub const MAX_FILE_CHUNK: usize = 1024 * 1024;
+/// Most chunk hashes in one page of a hash list.
+pub const MAX_HASH_LIST_PAGE: usize = 8192;
+/// Largest encoded `/confab/file/1` request.
+pub const MAX_FILE_REQUEST: usize = 256;
+/// Largest encoded `/confab/file/1` response (a full chunk or hash list page, plus framing).
+pub const MAX_FILE_RESPONSE: usize = MAX_FILE_CHUNK + 1024;
+/// Longest attachment file name, in bytes of UTF-8.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest attachment MIME type, in bytes.
+pub const MAX_MIME_BYTES: usize = 127;
+/// Largest image thumbnail carried in a message, in bytes.
+pub const MAX_THUMBNAIL_BYTES: usize = 24 * 1024;
 /// Most message ids in one receipt.
 pub const MAX_RECEIPT_IDS: usize = 256;
 /// Most devices in a [`crate::bootstrap::BootstrapResponse::Devices`] answer.

@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::DeviceCert;
-use crate::ids::MessageId;
-use crate::limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
+use crate::ids::{ContentHash, MessageId};
+use crate::limits::{
+    MAX_FILE_NAME_BYTES, MAX_MIME_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES, MAX_THUMBNAIL_BYTES,
+};
 
 /// One chat message as its author wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +27,55 @@ pub struct ChatMessage {
     /// `user:`; without a valid one the message is from a bare peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_cert: Option<DeviceCert>,
+    /// A file (image, audio, video or any file) whose content moves separately, over
+    /// `/confab/file/1`, named by its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Box<Attachment>>,
+}
+
+/// What an attachment is, decided from its content (never from its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AttachmentKind {
+    /// A picture (PNG, JPEG, GIF, WebP, ...).
+    Image,
+    /// Sound.
+    Audio,
+    /// A film.
+    Video,
+    /// Anything else.
+    File,
+    /// A kind this version does not know (shown as a file).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A file attached to a message: its description; the bytes are fetched by `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file name as the sender had it (receivers sanitise it before writing anything).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its MIME type, from its content.
+    pub mime: String,
+    /// Its root hash (see [`crate::file`]): the name of its content everywhere.
+    pub hash: ContentHash,
+    /// What it is.
+    pub kind: AttachmentKind,
+    /// An image's width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// An image's height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Audio or video length, where cheap to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// A small JPEG of an image (at most [`MAX_THUMBNAIL_BYTES`]), shown before the download.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 /// A message that decoded but breaks a rule of the protocol.
@@ -40,6 +91,9 @@ pub enum InvalidMessage {
     /// The message has no content at all.
     #[error("the message has no content")]
     Empty,
+    /// An attachment's description breaks a limit.
+    #[error("bad attachment: {0}")]
+    Attachment(&'static str),
 }
 
 impl ChatMessage {
@@ -51,6 +105,7 @@ impl ChatMessage {
             sender_name: sender_name.into(),
             text: Some(text.into()),
             author_cert: None,
+            attachment: None,
         }
     }
 
@@ -59,12 +114,30 @@ impl ChatMessage {
         if self.sender_name.len() > MAX_NAME_BYTES {
             return Err(InvalidMessage::NameTooLong(self.sender_name.len()));
         }
+        if let Some(a) = &self.attachment {
+            if a.name.len() > MAX_FILE_NAME_BYTES {
+                return Err(InvalidMessage::Attachment("the file name is too long"));
+            }
+            if a.mime.len() > MAX_MIME_BYTES {
+                return Err(InvalidMessage::Attachment("the MIME type is too long"));
+            }
+            if a.thumbnail
+                .as_ref()
+                .is_some_and(|t| t.len() > MAX_THUMBNAIL_BYTES)
+            {
+                return Err(InvalidMessage::Attachment("the thumbnail is too large"));
+            }
+        }
         match &self.text {
             Some(text) if text.len() > MAX_TEXT_BYTES => {
                 Err(InvalidMessage::TextTooLong(text.len()))
             }
-            Some(text) if text.trim().is_empty() => Err(InvalidMessage::Empty),
+            // A caption may be empty when there is a file.
+            Some(text) if text.trim().is_empty() && self.attachment.is_none() => {
+                Err(InvalidMessage::Empty)
+            }
             Some(_) => Ok(()),
+            None if self.attachment.is_some() => Ok(()),
             None => Err(InvalidMessage::Empty),
         }
     }

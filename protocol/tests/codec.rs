@@ -11,8 +11,8 @@ use confab_protocol::group::{GroupVersion, Member, Role, Roster};
 use confab_protocol::limits::{MAX_AVATAR_BYTES, MAX_PASSWORD_BYTES, MAX_RECEIPT_IDS};
 use confab_protocol::limits::{MAX_DIRECT_REQUEST, MAX_NAME_BYTES, MAX_TEXT_BYTES};
 use confab_protocol::{
-    ChatMessage, DecodeError, DirectRequest, DirectResponse, EncodeError, GossipFrame, MessageId,
-    Wire, decode, encode,
+    Attachment, AttachmentKind, ChatMessage, DecodeError, DirectRequest, DirectResponse,
+    EncodeError, GossipFrame, MessageId, Wire, decode, encode,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,6 +48,7 @@ fn sample_message() -> ChatMessage {
         sender_name: "alice".into(),
         text: Some("hello, bob — ünïcode ok".into()),
         author_cert: None,
+        attachment: None,
     }
 }
 
@@ -378,6 +379,35 @@ fn every_frame_kind_round_trips() {
         roundtrip(DirectResponse::Rejected { id: None, reason });
     }
     roundtrip(GossipFrame::Chat(msg.clone()));
+    // A file: a caption is optional; the description's limits hold.
+    let mut with_file = msg.clone();
+    with_file.text = None;
+    with_file.attachment = Some(Box::new(Attachment {
+        name: "x.bin".into(),
+        size: 5_000_000,
+        mime: "image/png".into(),
+        hash: ContentHash([3; 32]),
+        kind: AttachmentKind::Image,
+        width: Some(640),
+        height: Some(480),
+        duration_ms: None,
+        thumbnail: Some(vec![0xff; 100]),
+    }));
+    roundtrip(DirectRequest::Chat(with_file.clone()));
+    let mut fat = with_file.clone();
+    if let Some(a) = fat.attachment.as_mut() {
+        a.thumbnail = Some(vec![0; 24 * 1024 + 1]);
+    }
+    assert!(matches!(
+        encode(&DirectRequest::Chat(fat)),
+        Err(EncodeError::Invalid { .. })
+    ));
+    let mut bare = with_file;
+    bare.attachment = None;
+    assert!(matches!(
+        encode(&DirectRequest::Chat(bare)),
+        Err(EncodeError::Invalid { .. })
+    ));
     roundtrip(GossipFrame::Group {
         group: GROUP.into(),
         message: msg.clone(),
