@@ -90,11 +90,13 @@ pub struct Message {
     pub from: Sender,
     /// The author's clock at sending (unix ms); for display only.
     pub sent_at: u64,
-    /// The text.
+    /// The text (none for a recalled message, or a file without a caption).
     pub text: Option<String>,
+    /// The attached file's description (its content is fetched by its hash).
+    pub attachment: Option<Box<confab_protocol::Attachment>>,
     /// End-to-end encrypted (a later feature; always false for now).
     pub encrypted: bool,
-    /// Recalled by its author (a later feature; always false for now).
+    /// Recalled by its author (or a group's admin): the content is gone.
     pub recalled: bool,
     /// Whether a front-end should alert: false for this node's own messages.
     pub notify: bool,

@@ -555,6 +555,7 @@ fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
         },
         sent_at: record.sent_at,
         text: record.text,
+        attachment: record.attachment,
         encrypted: false,
         recalled: record.recalled,
         notify: !record.outgoing,
@@ -578,6 +579,7 @@ fn incoming_record(
         from_name: message.sender_name.clone(),
         sent_at: message.sent_at,
         text: message.text.clone(),
+        attachment: message.attachment.clone(),
         outgoing: false,
         delivery: DeliveryState::Delivered,
         seq: 0,
@@ -884,6 +886,7 @@ impl EventLoop {
             delivery: DeliveryState::Pending,
             seq: 0,
             recalled: false,
+            attachment: None,
         };
         let author = record.from_user.clone();
         let store = self.store.clone();
@@ -925,6 +928,7 @@ impl EventLoop {
                     },
                     sent_at: message.sent_at,
                     text: message.text.clone(),
+                    attachment: message.attachment.clone(),
                     encrypted: false,
                     recalled: false,
                     notify: false,
@@ -1067,6 +1071,7 @@ impl EventLoop {
             },
             sent_at: message.sent_at,
             text: message.text,
+            attachment: message.attachment,
             encrypted: false,
             recalled: false,
             notify: true,

@@ -39,6 +39,7 @@ mod discovery;
 pub mod error;
 pub mod event;
 mod event_loop;
+pub(crate) mod files;
 mod keep_alive;
 mod mailbox;
 pub mod net;

@@ -249,10 +249,32 @@ pub fn message_json(m: &Message) -> Value {
         "from": {"peer_id": m.from.peer_id, "user": m.from.user, "name": m.from.name},
         "sent_at": m.sent_at,
         "text": m.text,
-        "attachment": null,
+        "attachment": m.attachment.as_deref().map(attachment_json),
         "encrypted": m.encrypted,
         "recalled": m.recalled,
         "notify": m.notify,
+    })
+}
+
+/// An attachment as the RPC shows it (`hash`: 64 hex digits; `thumbnail`: base64 of a JPEG).
+fn attachment_json(a: &confab_protocol::Attachment) -> Value {
+    use base64ct::Encoding;
+    let kind = match a.kind {
+        confab_protocol::AttachmentKind::Image => "image",
+        confab_protocol::AttachmentKind::Audio => "audio",
+        confab_protocol::AttachmentKind::Video => "video",
+        _ => "file",
+    };
+    json!({
+        "name": a.name,
+        "size": a.size,
+        "mime": a.mime,
+        "hash": hex::encode(a.hash.0),
+        "kind": kind,
+        "width": a.width,
+        "height": a.height,
+        "duration_ms": a.duration_ms,
+        "thumbnail": a.thumbnail.as_deref().map(base64ct::Base64::encode_string),
     })
 }
 

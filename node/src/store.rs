@@ -106,6 +106,9 @@ pub(crate) struct StoredMessage {
     /// Recalled by its author (or a group admin): the content is gone.
     #[serde(default)]
     pub recalled: bool,
+    /// The attached file's description, if any (its bytes live in the blob store).
+    #[serde(default)]
+    pub attachment: Option<Box<confab_protocol::Attachment>>,
 }
 
 /// What happened to a message for good.
@@ -1215,6 +1218,7 @@ fn insert_message(
         // news (its callers would show what arrived).
         Some(Tombstone::Recalled { by }) if by_matches(by.as_deref(), &record) => {
             record.text = None;
+            record.attachment = None;
             record.recalled = true;
         }
         _ => {}
@@ -1363,6 +1367,7 @@ fn bury(
                 let recalled = StoredMessage {
                     text: None,
                     recalled: true,
+                    attachment: None,
                     ..record
                 };
                 messages.insert(key.as_slice(), to_cbor(&recalled)?.as_slice())?;
@@ -1534,6 +1539,7 @@ mod tests {
             delivery: DeliveryState::Delivered,
             seq: 0,
             recalled: false,
+            attachment: None,
         }
     }
 

@@ -110,6 +110,7 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
         from_name: message.sender_name,
         sent_at: message.sent_at,
         text: message.text,
+        attachment: message.attachment,
         outgoing: entry.outgoing,
         // Its being in the mailbox means the bootstrap stored it: sent; an incoming one reached
         // this device.
