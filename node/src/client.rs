@@ -256,6 +256,12 @@ pub(crate) enum Command {
         addr: String,
         reply: Reply<Result<String, DialError>>,
     },
+    SendFile {
+        to: Conversation,
+        path: PathBuf,
+        caption: Option<String>,
+        reply: Reply<Result<MessageId, SendError>>,
+    },
     Send {
         to: Conversation,
         text: String,
@@ -363,6 +369,27 @@ impl Client {
         self.ask(|reply| Command::Send { to, text, reply })
             .await
             .unwrap_or(Err(SendError::NodeStopped))
+    }
+
+    /// Sends the file at `path` (any size) to `to`, with an optional caption: the file is copied
+    /// into this node's blob store, described in the message (name, size, type and kind from its
+    /// content, an image's dimensions and thumbnail) and served over `/confab/file/1` to whoever
+    /// fetches it by its hash. Answers once the message is stored, like [`Client::send`].
+    pub async fn send_file(
+        &self,
+        to: &Conversation,
+        path: &std::path::Path,
+        caption: Option<&str>,
+    ) -> Result<MessageId, SendError> {
+        let (to, path, caption) = (to.clone(), path.to_owned(), caption.map(str::to_owned));
+        self.ask(|reply| Command::SendFile {
+            to,
+            path,
+            caption,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(SendError::NodeStopped))
     }
 
     /// The last `limit` messages of a conversation, oldest first, in the order this node stored

@@ -75,6 +75,12 @@ pub mod limits {
     pub const MAILBOX_RETRY_MAX: Duration = Duration::from_secs(60);
     /// Entries asked for in one mailbox page (the bootstrap may send fewer).
     pub const MAILBOX_PAGE: u32 = confab_protocol::limits::MAX_SYNC_PAGE;
+    /// `/confab/file/1` requests this node serves at once; beyond it a requester gets `Busy`.
+    pub const MAX_FILE_SERVES: usize = 16;
+    /// Concurrent `/confab/file/1` streams per connection.
+    pub const MAX_FILE_STREAMS: usize = 32;
+    /// How long a file request may wait for its response (a whole chunk).
+    pub const FILE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// `mark_read` looks at this many of a conversation's latest messages at most.
     pub const MAX_MARK_READ: usize = 10_000;
     /// A user's devices, as the bootstrap listed them, are asked again after this long (or at

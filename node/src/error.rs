@@ -103,6 +103,9 @@ pub enum SendError {
     /// The destination kind is not available in this version (e.g. `group:` before groups).
     #[error("sending to {0} is not available in this version")]
     Unsupported(String),
+    /// The file to send cannot be read.
+    #[error("cannot send the file: {0}")]
+    File(String),
     /// This account is not a member of the group (or this device has not heard of it yet).
     #[error("not a member of {0}")]
     NotMember(String),

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod broadcasts;
+mod files;
 mod groups;
 mod mailbox;
 mod nat;
@@ -71,6 +72,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     direct: request_response::Behaviour<DirectCodec>,
+    /// `/confab/file/1`: serving and fetching file chunks.
+    file: request_response::Behaviour<net::FileCodec>,
     gossipsub: gossipsub::Behaviour,
     /// `/confab/bootstrap/1`, outbound only: account requests to the bootstrap.
     bootstrap: request_response::Behaviour<BootstrapCodec>,
@@ -227,6 +230,18 @@ enum StoreDone {
         result: Result<Vec<MessageId>, StoreError>,
         reply: Reply<Result<usize, QueryError>>,
     },
+    /// A file request is answered (read off the event loop).
+    FileServed {
+        channel: ResponseChannel<confab_protocol::file::FileResponse>,
+        response: confab_protocol::file::FileResponse,
+    },
+    /// A file to send is in the blob store (or not): send the message describing it.
+    Imported {
+        to: Conversation,
+        caption: Option<String>,
+        result: Result<confab_protocol::Attachment, String>,
+        reply: Reply<Result<MessageId, SendError>>,
+    },
     /// A page of kept broadcasts is stored (or not) with the cursor it moves to.
     BroadcastPage {
         cursor: crate::store::BroadcastCursor,
@@ -328,6 +343,13 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                 gossip_config,
             )
             .map_err(str::to_owned)?,
+            file: net::wire_behaviour(
+                confab_protocol::file::FILE_PROTOCOL,
+                ProtocolSupport::Full,
+                request_response::Config::default()
+                    .with_request_timeout(FILE_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_FILE_STREAMS),
+            ),
             bootstrap: net::wire_behaviour(
                 BOOTSTRAP_PROTOCOL,
                 ProtocolSupport::Outbound,
@@ -415,6 +437,12 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     };
 
     let session = opened.session.and_then(Session::from_stored);
+    let files_dir = config.data_dir.join("files");
+    let blobs =
+        crate::files::store::BlobStore::open(&files_dir).map_err(|e| StartError::DataDir {
+            path: files_dir.clone(),
+            reason: e.to_string(),
+        })?;
     let (rosters, settings) = if session.is_some() {
         (opened.rosters, opened.settings.unwrap_or_default())
     } else {
@@ -471,6 +499,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         settings,
         broadcast_cursor: opened.broadcast_cursor,
         broadcasts_busy: false,
+        blobs,
+        serving: 0,
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -628,6 +658,10 @@ struct EventLoop {
     broadcast_cursor: Option<crate::store::BroadcastCursor>,
     /// A page of kept broadcasts is being fetched or stored.
     broadcasts_busy: bool,
+    /// Files: complete blobs and partial downloads, content-addressed.
+    blobs: crate::files::store::BlobStore,
+    /// File requests being answered now.
+    serving: usize,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -743,7 +777,13 @@ impl EventLoop {
                 let _ = reply.send(list);
             }
             Command::Dial { addr, reply } => self.handle_dial(addr, reply),
-            Command::Send { to, text, reply } => self.handle_send(to, text, reply),
+            Command::Send { to, text, reply } => self.handle_send_with(to, Some(text), None, reply),
+            Command::SendFile {
+                to,
+                path,
+                caption,
+                reply,
+            } => self.handle_send_file(to, path, caption, reply),
             Command::History { with, limit, reply } => {
                 let store = self.store.clone();
                 self.run_store_op(async move {
@@ -822,10 +862,11 @@ impl EventLoop {
         }
     }
 
-    fn handle_send(
+    fn handle_send_with(
         &mut self,
         to: Conversation,
-        text: String,
+        text: Option<String>,
+        attachment: Option<Box<confab_protocol::Attachment>>,
         reply: Reply<Result<MessageId, SendError>>,
     ) {
         let outbox = match &to {
@@ -869,7 +910,9 @@ impl EventLoop {
             Some(Outbox::Mailbox(user)) => Conversation::User(user.clone()),
             _ => to,
         };
-        let message = ChatMessage::text(self.name.clone(), text, now_ms());
+        let mut message = ChatMessage::text(self.name.clone(), "", now_ms());
+        message.text = text;
+        message.attachment = attachment;
         if let Err(e) = message.validate() {
             let _ = reply.send(Err(SendError::Invalid(e.to_string())));
             return;
@@ -886,7 +929,7 @@ impl EventLoop {
             delivery: DeliveryState::Pending,
             seq: 0,
             recalled: false,
-            attachment: None,
+            attachment: message.attachment.clone(),
         };
         let author = record.from_user.clone();
         let store = self.store.clone();
@@ -1021,6 +1064,27 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_marked_read(receipt, result, reply),
+            StoreDone::FileServed { channel, response } => {
+                self.serving = self.serving.saturating_sub(1);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .file
+                    .send_response(channel, response);
+            }
+            StoreDone::Imported {
+                to,
+                caption,
+                result,
+                reply,
+            } => match result {
+                Ok(attachment) => {
+                    self.handle_send_with(to, caption, Some(Box::new(attachment)), reply)
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(SendError::File(e)));
+                }
+            },
             StoreDone::BroadcastPage {
                 cursor,
                 more,
@@ -1281,6 +1345,7 @@ impl EventLoop {
     fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Direct(e)) => self.handle_direct(e),
+            SwarmEvent::Behaviour(BehaviourEvent::File(e)) => self.handle_file_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Bootstrap(e)) => self.handle_bootstrap_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Notify(e)) => self.handle_notify_event(e),

@@ -161,6 +161,9 @@ where
 pub type DirectCodec = WireCodec<DirectRequest, DirectResponse>;
 /// The `/confab/bootstrap/1` codec (node → bootstrap requests).
 pub type BootstrapCodec = WireCodec<BootstrapRequest, BootstrapResponse>;
+/// The `/confab/file/1` codec (chunks and hash lists, both ways).
+pub type FileCodec =
+    WireCodec<confab_protocol::file::FileRequest, confab_protocol::file::FileResponse>;
 /// The `/confab/notify/1` codec (bootstrap → node pushes).
 pub type NotifyCodec = WireCodec<Notification, NotifyAck>;
 

@@ -221,6 +221,7 @@ impl From<SendError> for RpcError {
             SendError::NotLoggedIn(_) => codes::NOT_LOGGED_IN,
             SendError::Unsupported(_) => codes::METHOD_NOT_FOUND,
             SendError::Invalid(_) => codes::INVALID_MESSAGE,
+            SendError::File(_) => codes::FILE_NOT_FOUND,
             SendError::NotMember(_) => codes::NOT_FOUND,
             SendError::QueueFull(_) | SendError::OutboxFull(_) => codes::BUSY,
             SendError::Store(_) => codes::STORAGE,
@@ -462,20 +463,21 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
         }
         "send" => {
             let to = parse_conversation(param_str(params, "to")?)?;
-            if params.get("file").is_some_and(|f| !f.is_null()) {
-                return Err(RpcError::new(
-                    codes::INVALID_PARAMS,
-                    "file messages are not available in this version",
-                ));
-            }
             if params.get("encrypt").and_then(Value::as_bool) == Some(true) {
                 return Err(RpcError::new(
                     codes::INVALID_PARAMS,
                     "end-to-end encryption is not available in this version",
                 ));
             }
-            let text = param_str(params, "text")?;
-            let id = client.send(&to, text).await?;
+            let id = match param_opt_str(params, "file")? {
+                Some(path) => {
+                    let caption = param_opt_str(params, "text")?;
+                    client
+                        .send_file(&to, std::path::Path::new(path), caption)
+                        .await?
+                }
+                None => client.send(&to, param_str(params, "text")?).await?,
+            };
             Ok(json!({ "id": id.to_string() }))
         }
         "history" => {

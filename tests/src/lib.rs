@@ -318,7 +318,8 @@ pub mod raw {
             io: &mut T,
         ) -> io::Result<Vec<u8>> {
             let mut buf = Vec::new();
-            io.take(1 << 20).read_to_end(&mut buf).await?;
+            // Room for the largest frame of any protocol (a file chunk) and its framing.
+            io.take(2 << 20).read_to_end(&mut buf).await?;
             if buf.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -87,3 +87,161 @@ async fn a_file_description_arrives_with_its_thumbnail() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Fetches the whole file `root` from `peer` over `/confab/file/1` with a bare client: the hash
+/// list page by page, then every chunk, each checked against its hash. Returns the bytes.
+async fn fetch_raw(
+    raw: &mut libp2p::Swarm<confab_tests::raw::Raw>,
+    peer: PeerId,
+    root: ContentHash,
+) -> Vec<u8> {
+    use confab_protocol::file::{FileRequest, FileResponse};
+    let answer = exchange(
+        raw,
+        peer,
+        encode(&FileRequest::HashList { root, start: 0 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    let FileResponse::HashList {
+        size,
+        chunk_size,
+        hashes,
+        ..
+    } = decode::<FileResponse>(&answer).unwrap()
+    else {
+        panic!("no hash list")
+    };
+    let chunks = size.div_ceil(u64::from(chunk_size)) as usize;
+    assert_eq!(hashes.len(), chunks * 32, "one page holds them all here");
+    let mut bytes = Vec::new();
+    for index in 0..chunks {
+        let request = FileRequest::Chunk {
+            root,
+            index: index as u32,
+        };
+        let answer = exchange(raw, peer, encode(&request).unwrap())
+            .await
+            .unwrap();
+        let FileResponse::Chunk { bytes: chunk, .. } = decode::<FileResponse>(&answer).unwrap()
+        else {
+            panic!("no chunk {index}")
+        };
+        assert_eq!(
+            blake3::hash(&chunk).as_bytes(),
+            &hashes[index * 32..(index + 1) * 32],
+            "chunk {index} matches its hash"
+        );
+        bytes.extend_from_slice(&chunk);
+    }
+    assert_eq!(bytes.len() as u64, size);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_file_is_described_from_its_content_and_served_by_its_hash() {
+    use confab_protocol::file::FILE_PROTOCOL;
+    use rand::RngCore;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &std::path::Path| {
+        let mut config = Config::new(dir);
+        config.mdns = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        confab_node::start(config)
+    };
+    let alice = start(dirs[0].path()).await.unwrap();
+    let bob = start(dirs[1].path()).await.unwrap();
+    let mut bob_events = bob.subscribe();
+    let bob_addr = bob.whoami().await.unwrap().listen_addrs[0].clone();
+    alice.dial(&bob_addr).await.unwrap();
+    let to_bob = Conversation::Peer(bob.peer_id().to_owned());
+
+    // A PNG named as if it were anything else: an image, by its content.
+    let png = dirs[2].path().join("x.bin");
+    let picture = image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 128]));
+    picture
+        .save_with_format(&png, image::ImageFormat::Png)
+        .unwrap();
+    let id = alice
+        .send_file(&to_bob, &png, Some("the view"))
+        .await
+        .unwrap();
+    let (shown, _) = expect(
+        &mut bob_events,
+        "the picture",
+        |e| matches!(e, Event::Message(m) if m.id == id),
+    )
+    .await;
+    let Event::Message(shown) = shown else {
+        unreachable!()
+    };
+    assert_eq!(shown.text.as_deref(), Some("the view"));
+    let a = shown.attachment.expect("an attachment");
+    assert_eq!(a.kind, AttachmentKind::Image);
+    assert_eq!(a.mime, "image/png");
+    assert_eq!(a.name, "x.bin");
+    assert_eq!((a.width, a.height), (Some(300), Some(200)));
+    let thumbnail = a.thumbnail.as_ref().expect("a thumbnail");
+    assert!(thumbnail.len() <= 24 * 1024);
+    let small = image::load_from_memory(thumbnail).expect("the thumbnail decodes");
+    assert!(small.width() <= 256 && small.height() <= 256);
+
+    // Its bytes come from the sender by its hash, chunk by chunk, each verified.
+    let mut raw = raw_swarm(FILE_PROTOCOL);
+    raw.dial(
+        alice.whoami().await.unwrap().listen_addrs[0]
+            .parse::<Multiaddr>()
+            .unwrap(),
+    )
+    .unwrap();
+    let alice_peer: PeerId = alice.peer_id().parse().unwrap();
+    let fetched = fetch_raw(&mut raw, alice_peer, a.hash).await;
+    assert_eq!(fetched, std::fs::read(&png).unwrap());
+
+    // A 3.5 MiB file of random bytes named .png: a file (not an image), four chunks.
+    let blob = dirs[2].path().join("holiday.png");
+    let mut data = vec![0u8; 3 * 1024 * 1024 + 512 * 1024];
+    rand::rng().fill_bytes(&mut data);
+    std::fs::write(&blob, &data).unwrap();
+    let id = alice.send_file(&to_bob, &blob, None).await.unwrap();
+    let (shown, _) = expect(
+        &mut bob_events,
+        "the file",
+        |e| matches!(e, Event::Message(m) if m.id == id),
+    )
+    .await;
+    let Event::Message(shown) = shown else {
+        unreachable!()
+    };
+    let a = shown.attachment.expect("an attachment");
+    assert_eq!(a.kind, AttachmentKind::File);
+    assert_eq!(a.size, data.len() as u64);
+    assert!(a.thumbnail.is_none());
+    assert_eq!(fetch_raw(&mut raw, alice_peer, a.hash).await, data);
+    // An unknown root is not found.
+    let unknown = exchange(
+        &mut raw,
+        alice_peer,
+        encode(&confab_protocol::file::FileRequest::HashList {
+            root: ContentHash([1; 32]),
+            start: 0,
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        decode::<confab_protocol::file::FileResponse>(&unknown).unwrap(),
+        confab_protocol::file::FileResponse::NotFound
+    );
+    // A missing file is a clear error.
+    assert!(matches!(
+        alice
+            .send_file(&to_bob, &dirs[2].path().join("nope"), None)
+            .await,
+        Err(confab_node::SendError::File(_))
+    ));
+
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+}

@@ -1,0 +1,154 @@
+//! Files in the event loop: sending a file (import into the blob store, then an ordinary message
+//! that describes it) and serving `/confab/file/1` (hash list pages and chunks) from the blob
+//! store. Disk work runs on blocking threads and comes back as [`StoreDone`]; at most
+//! [`MAX_FILE_SERVES`] requests are served at once, the others get `Busy`.
+//!
+//! Whoever knows a file's root may fetch it (the root is the capability, as in iroh-blobs): the
+//! root travels only inside messages to the people they were sent to.
+
+use std::path::PathBuf;
+
+use confab_protocol::file::{FileRequest, FileResponse};
+use confab_protocol::limits::MAX_HASH_LIST_PAGE;
+use confab_protocol::{Attachment, AttachmentKind};
+
+use super::*;
+use crate::files::media::{self, Kind};
+use crate::files::store::{BlobStore, HashListError, ReadChunkError};
+
+/// The description of a file for its message (name as the sender has it, kind from content).
+fn describe(
+    path: &std::path::Path,
+    root: confab_protocol::ContentHash,
+) -> Result<Attachment, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    let info = media::probe(path).map_err(|e| e.to_string())?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    Ok(Attachment {
+        name: crate::files::names::sanitize(&name),
+        size,
+        mime: info.mime.to_owned(),
+        hash: root,
+        kind: match info.kind {
+            Kind::Image => AttachmentKind::Image,
+            Kind::Audio => AttachmentKind::Audio,
+            Kind::Video => AttachmentKind::Video,
+            Kind::File => AttachmentKind::File,
+        },
+        width: info.dimensions.map(|d| d.0),
+        height: info.dimensions.map(|d| d.1),
+        duration_ms: info
+            .duration
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        thumbnail: info.thumbnail,
+    })
+}
+
+/// The answer to one file request, read from the blob store (blocking).
+fn serve(blobs: &BlobStore, request: FileRequest) -> FileResponse {
+    match request {
+        FileRequest::HashList { root, start } => match blobs.hash_list(&root) {
+            Ok(list) => FileResponse::HashList {
+                size: list.size(),
+                chunk_size: list.chunk_size(),
+                start,
+                hashes: list.page(u64::from(start), MAX_HASH_LIST_PAGE),
+            },
+            Err(HashListError::NotFound) => FileResponse::NotFound,
+            Err(e) => {
+                tracing::warn!("cannot serve the hash list of {root:?}: {e}");
+                FileResponse::NotFound
+            }
+        },
+        FileRequest::Chunk { root, index } => {
+            let mut bytes = Vec::new();
+            match blobs.read_chunk(&root, u64::from(index), &mut bytes) {
+                Ok(()) => FileResponse::Chunk { index, bytes },
+                Err(ReadChunkError::NotFound | ReadChunkError::Missing { .. }) => {
+                    FileResponse::NotFound
+                }
+                Err(e) => {
+                    tracing::warn!("cannot serve chunk {index} of {root:?}: {e}");
+                    FileResponse::NotFound
+                }
+            }
+        }
+        _ => FileResponse::NotFound,
+    }
+}
+
+impl EventLoop {
+    /// A client sends a file: import it (off the loop), then send the message describing it.
+    pub(super) fn handle_send_file(
+        &mut self,
+        to: Conversation,
+        path: PathBuf,
+        caption: Option<String>,
+        reply: Reply<Result<MessageId, SendError>>,
+    ) {
+        let blobs = self.blobs.clone();
+        self.run_store_op(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let root = blobs.import(&path).map_err(|e| e.to_string())?;
+                describe(&path, root)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the import stopped: {e}")));
+            StoreDone::Imported {
+                to,
+                caption,
+                result,
+                reply,
+            }
+        });
+    }
+
+    /// `/confab/file/1` traffic.
+    pub(super) fn handle_file_event(
+        &mut self,
+        event: request_response::Event<FileRequest, FileResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if self.serving >= MAX_FILE_SERVES || self.store_ops.len() >= MAX_PENDING_STORE_OPS
+                {
+                    tracing::debug!("busy: not serving a file request from {peer} now");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .file
+                        .send_response(channel, FileResponse::Busy);
+                    return;
+                }
+                self.serving += 1;
+                let blobs = self.blobs.clone();
+                self.run_store_op(async move {
+                    let response = tokio::task::spawn_blocking(move || serve(&blobs, request))
+                        .await
+                        .unwrap_or(FileResponse::Busy);
+                    StoreDone::FileServed { channel, response }
+                });
+            }
+            // Fetching files comes with `fetch_file`; responses to requests this node never
+            // sends cannot arrive.
+            request_response::Event::Message { .. } => {}
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!("file request to {peer} failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!("file request from {peer} failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
