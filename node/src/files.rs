@@ -49,6 +49,8 @@ pub mod hashing;
 pub mod media;
 pub mod names;
 pub mod store;
+/// The sans-IO scheduler of one download from several sources over `/confab/file/1`.
+pub(crate) mod transfer;
 
 /// Size of a chunk: the unit of transfer, verification and resumption (1 MiB).
 pub const CHUNK_SIZE: u32 = 1024 * 1024;
