@@ -23,9 +23,9 @@ pub use confab_protocol::bootstrap::{Avatar, Friend, Profile, UserSummary};
 use crate::address::Conversation;
 use crate::config::limits::MAX_HISTORY_PAGE;
 use crate::error::{
-    AvatarError, CallError, DeleteAccountError, DialError, FriendError, GroupError, LoginError,
-    LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError,
-    SearchError, SendError, SettingsError,
+    AvatarError, CallError, DeleteAccountError, DialError, FetchError, FriendError, GroupError,
+    LoginError, LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError,
+    RegisterError, SearchError, SendError, SettingsError,
 };
 use crate::event::Event;
 
@@ -256,6 +256,11 @@ pub(crate) enum Command {
         addr: String,
         reply: Reply<Result<String, DialError>>,
     },
+    FetchFile {
+        id: MessageId,
+        dest: PathBuf,
+        reply: Reply<Result<PathBuf, FetchError>>,
+    },
     SendFile {
         to: Conversation,
         path: PathBuf,
@@ -390,6 +395,23 @@ impl Client {
         })
         .await
         .unwrap_or(Err(SendError::NodeStopped))
+    }
+
+    /// Downloads message `id`'s file into the directory `dest` (created if needed) and returns
+    /// where it is: fetched chunk by chunk from the peers that have it, each chunk verified
+    /// against the file's hash as it arrives, resumable after a restart. Progress comes as
+    /// [`Event::TransferProgress`], the end as [`Event::TransferComplete`] or
+    /// [`Event::TransferFailed`]. The file is named as the sender named it, made safe; an existing
+    /// file is never overwritten (` (1)` is added).
+    pub async fn fetch_file(
+        &self,
+        id: MessageId,
+        dest: &std::path::Path,
+    ) -> Result<PathBuf, FetchError> {
+        let dest = dest.to_owned();
+        self.ask(|reply| Command::FetchFile { id, dest, reply })
+            .await
+            .unwrap_or(Err(FetchError::NodeStopped))
     }
 
     /// The last `limit` messages of a conversation, oldest first, in the order this node stored

@@ -81,6 +81,8 @@ pub mod limits {
     pub const MAX_FILE_STREAMS: usize = 32;
     /// How long a file request may wait for its response (a whole chunk).
     pub const FILE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Downloads (`fetch_file`) under way at once.
+    pub const MAX_FETCHES: usize = 8;
     /// `mark_read` looks at this many of a conversation's latest messages at most.
     pub const MAX_MARK_READ: usize = 10_000;
     /// A user's devices, as the bootstrap listed them, are asked again after this long (or at

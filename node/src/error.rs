@@ -542,6 +542,25 @@ from_call_error!(GroupError, not_logged_in: Self::NotLoggedIn, {
     }
 });
 
+/// [`crate::Client::fetch_file`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No such message here, or it has no file.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The download stopped: no source has what is missing, or the file could not be written.
+    /// What was verified is kept; fetching again resumes.
+    #[error("the download failed: {0}")]
+    Failed(String),
+    /// The local store failed.
+    #[error("the store failed: {0}")]
+    Store(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    NodeStopped,
+}
+
 /// [`crate::Client::recall`] or [`crate::Client::delete`] failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

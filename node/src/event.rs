@@ -104,6 +104,29 @@ pub enum Event {
         /// Its conversation.
         conversation: Conversation,
     },
+    /// A download (`fetch_file`) moved on.
+    TransferProgress {
+        /// The message whose file it is.
+        id: MessageId,
+        /// Bytes verified and written so far.
+        done: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// A download is complete: the file is at `path`.
+    TransferComplete {
+        /// The message whose file it is.
+        id: MessageId,
+        /// Where it is.
+        path: std::path::PathBuf,
+    },
+    /// A download stopped (fetching again resumes it).
+    TransferFailed {
+        /// The message whose file it is.
+        id: MessageId,
+        /// Why.
+        error: String,
+    },
     /// The account's settings changed (here or on another device of the account).
     Settings(crate::client::Settings),
     /// Who wrote to this user while this device was away, sent once its bootstrap session is

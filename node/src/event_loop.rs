@@ -12,6 +12,7 @@
 
 mod accounts;
 mod broadcasts;
+mod fetch;
 mod files;
 mod groups;
 mod mailbox;
@@ -229,6 +230,30 @@ enum StoreDone {
         receipt: Option<(String, String)>,
         result: Result<Vec<MessageId>, StoreError>,
         reply: Reply<Result<usize, QueryError>>,
+    },
+    /// A message to fetch the attachment of is found (or not).
+    FoundForFetch {
+        id: MessageId,
+        dest: std::path::PathBuf,
+        result: Result<Option<StoredMessage>, StoreError>,
+        reply: Reply<Result<std::path::PathBuf, crate::error::FetchError>>,
+    },
+    /// A resumable download is ready (or not).
+    DownloadBegun {
+        root: confab_protocol::ContentHash,
+        result: Result<crate::files::store::Download, String>,
+    },
+    /// A chunk is written (or refused); the download comes back with it.
+    ChunkWritten {
+        root: confab_protocol::ContentHash,
+        index: u32,
+        download: Box<crate::files::store::Download>,
+        result: Result<(), crate::files::store::WriteChunkError>,
+    },
+    /// A download is finished and exported (or not).
+    FetchFinished {
+        root: confab_protocol::ContentHash,
+        result: Result<std::path::PathBuf, String>,
     },
     /// A file request is answered (read off the event loop).
     FileServed {
@@ -501,6 +526,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         broadcasts_busy: false,
         blobs,
         serving: 0,
+        fetches: HashMap::new(),
+        file_calls: HashMap::new(),
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -662,6 +689,10 @@ struct EventLoop {
     blobs: crate::files::store::BlobStore,
     /// File requests being answered now.
     serving: usize,
+    /// Downloads under way, by file root.
+    fetches: HashMap<confab_protocol::ContentHash, fetch::Fetch>,
+    /// This node's file requests on the wire.
+    file_calls: HashMap<OutboundRequestId, fetch::FileCall>,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -778,6 +809,7 @@ impl EventLoop {
             }
             Command::Dial { addr, reply } => self.handle_dial(addr, reply),
             Command::Send { to, text, reply } => self.handle_send_with(to, Some(text), None, reply),
+            Command::FetchFile { id, dest, reply } => self.handle_fetch_command(id, dest, reply),
             Command::SendFile {
                 to,
                 path,
@@ -1064,6 +1096,20 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_marked_read(receipt, result, reply),
+            StoreDone::FoundForFetch {
+                id,
+                dest,
+                result,
+                reply,
+            } => self.handle_found_for_fetch(id, dest, result, reply),
+            StoreDone::DownloadBegun { root, result } => self.handle_download_begun(root, result),
+            StoreDone::ChunkWritten {
+                root,
+                index,
+                download,
+                result,
+            } => self.handle_chunk_written(root, index, *download, result),
+            StoreDone::FetchFinished { root, result } => self.handle_fetch_finished(root, result),
             StoreDone::FileServed { channel, response } => {
                 self.serving = self.serving.saturating_sub(1);
                 let _ = self
@@ -1252,6 +1298,7 @@ impl EventLoop {
     }
 
     fn handle_retry(&mut self) {
+        self.tick_fetches();
         let waiting: Vec<PeerId> = self.outbox.keys().copied().collect();
         for peer in waiting {
             self.flush_outbox(peer);

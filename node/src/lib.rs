@@ -55,9 +55,9 @@ pub use confab_protocol::group::Role;
 pub use confab_protocol::{ContentHash, MessageId};
 pub use config::Config;
 pub use error::{
-    AvatarError, DeleteAccountError, DialError, FriendError, GroupError, LoginError, LogoutError,
-    ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError, SearchError,
-    SendError, SettingsError, StartError, StoreError,
+    AvatarError, DeleteAccountError, DialError, FetchError, FriendError, GroupError, LoginError,
+    LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError,
+    SearchError, SendError, SettingsError, StartError, StoreError,
 };
 pub use event::Event;
 

@@ -88,7 +88,7 @@ const DEFAULT_HISTORY_LIMIT: usize = 1000;
 
 /// Methods of the contract that later versions implement; until then they answer
 /// [`codes::METHOD_NOT_FOUND`] with a message that says so.
-const NOT_YET: &[&str] = &["fetch_file"];
+const NOT_YET: &[&str] = &[];
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -377,6 +377,18 @@ pub fn event_notification(event: &Event) -> Option<Value> {
         Event::FriendRemoved { user } => ("friend_removed", json!({ "user": user })),
         Event::LoggedOut => ("logged_out", json!({})),
         Event::Settings(settings) => ("settings", settings_json(settings)),
+        Event::TransferProgress { id, done, total } => (
+            "transfer_progress",
+            json!({"id": id.to_string(), "done": done, "total": total}),
+        ),
+        Event::TransferComplete { id, path } => (
+            "transfer_complete",
+            json!({"id": id.to_string(), "path": path.display().to_string()}),
+        ),
+        Event::TransferFailed { id, error } => (
+            "transfer_failed",
+            json!({"id": id.to_string(), "error": error}),
+        ),
         Event::Recalled { id, conversation } => (
             "recalled",
             json!({"id": id.to_string(), "conversation": conversation.to_string()}),
@@ -552,6 +564,25 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
         "friend_requests" => {
             let friends = client.friends().await?;
             Ok(json!({"incoming": friends.incoming, "outgoing": friends.outgoing}))
+        }
+        "fetch_file" => {
+            let text = param_str(params, "id")?;
+            let id: MessageId = text
+                .parse()
+                .map_err(|_| RpcError::new(codes::INVALID_PARAMS, "`id` must be 32 hex digits"))?;
+            let dest = param_str(params, "dest")?;
+            let path = client
+                .fetch_file(id, std::path::Path::new(dest))
+                .await
+                .map_err(|e| {
+                    let code = match &e {
+                        crate::error::FetchError::NotFound(_) => codes::NOT_FOUND,
+                        crate::error::FetchError::NodeStopped => codes::NODE_STOPPED,
+                        _ => codes::STORAGE,
+                    };
+                    RpcError::new(code, e.to_string())
+                })?;
+            Ok(json!({ "path": path.display().to_string() }))
         }
         "recall" | "delete" => {
             let text = param_str(params, "id")?;

@@ -222,8 +222,18 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     assert_eq!(node.response(&Value::Null)["error"]["code"], -32600);
 
     assert_eq!(node.call_err("teleport", json!({})), -32601);
-    // Planned for a later version: "not available", not "no such method".
-    assert_eq!(node.call_err("fetch_file", json!({"id": "00"})), -32601);
+    assert_eq!(
+        node.call_err("fetch_file", json!({"id": "00", "dest": "/tmp"})),
+        -32602
+    );
+    assert_eq!(
+        node.call_err(
+            "fetch_file",
+            json!({"id": "00112233445566778899aabbccddeeff", "dest": "/tmp"})
+        ),
+        -32064,
+        "no such message"
+    );
     assert_eq!(node.call_err("recall", json!({"id": "00"})), -32602);
     assert_eq!(
         node.call_err("recall", json!({"id": "00112233445566778899aabbccddeeff"})),

@@ -245,3 +245,80 @@ async fn a_sent_file_is_described_from_its_content_and_served_by_its_hash() {
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
 }
+
+/// BLAKE3 of a file, read in pieces.
+fn file_hash(path: &std::path::Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hasher.finalize()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_file_arrives_byte_identical_with_progress() {
+    use rand::RngCore;
+    use std::io::Write;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &std::path::Path| {
+        let mut config = Config::new(dir);
+        config.mdns = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        confab_node::start(config)
+    };
+    let alice = start(dirs[0].path()).await.unwrap();
+    let bob = start(dirs[1].path()).await.unwrap();
+    let mut bob_events = bob.subscribe();
+    alice
+        .dial(&bob.whoami().await.unwrap().listen_addrs[0])
+        .await
+        .unwrap();
+
+    // 64 MiB of random bytes, written in pieces.
+    let big = dirs[2].path().join("big.dat");
+    let mut file = std::fs::File::create(&big).unwrap();
+    let mut piece = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        rand::rng().fill_bytes(&mut piece);
+        file.write_all(&piece).unwrap();
+    }
+    drop(file);
+    let id = alice
+        .send_file(&Conversation::Peer(bob.peer_id().to_owned()), &big, None)
+        .await
+        .unwrap();
+    expect(
+        &mut bob_events,
+        "the file message",
+        |e| matches!(e, Event::Message(m) if m.id == id),
+    )
+    .await;
+
+    let dest = dirs[1].path().join("downloads");
+    let fetch = {
+        let bob = bob.clone();
+        let dest = dest.clone();
+        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
+    };
+    // The first chunk is reported before the end, then the end.
+    expect(&mut bob_events, "progress", |e| {
+        matches!(e, Event::TransferProgress { id: got, done, total } if *got == id && done < total)
+    })
+    .await;
+    expect(
+        &mut bob_events,
+        "the end of the download",
+        |e| matches!(e, Event::TransferComplete { id: got, .. } if *got == id),
+    )
+    .await;
+    let path = fetch.await.unwrap().expect("downloaded");
+    assert_eq!(path, dest.join("big.dat"));
+    assert_eq!(file_hash(&path), file_hash(&big), "byte-identical");
+
+    // Fetching again exports another copy from the blob store, without overwriting.
+    let again = bob.fetch_file(id, &dest).await.unwrap();
+    assert_eq!(again, dest.join("big (1).dat"));
+    assert_eq!(file_hash(&again), file_hash(&big));
+
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+}

@@ -139,11 +139,22 @@ impl EventLoop {
                     StoreDone::FileServed { channel, response }
                 });
             }
-            // Fetching files comes with `fetch_file`; responses to requests this node never
-            // sends cannot arrive.
-            request_response::Event::Message { .. } => {}
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.handle_file_answer(request_id, Ok(response)),
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 tracing::debug!("file request to {peer} failed: {error}");
+                self.handle_file_answer(request_id, Err(()));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!("file request from {peer} failed: {error}");
