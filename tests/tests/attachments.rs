@@ -322,3 +322,84 @@ async fn a_64_mib_file_arrives_byte_identical_with_progress() {
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_download_resumes_without_fetching_verified_chunks_again() {
+    use rand::RngCore;
+    use std::io::Write;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &std::path::Path| {
+        let mut config = Config::new(dir);
+        config.mdns = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        confab_node::start(config)
+    };
+    let alice = start(dirs[0].path()).await.unwrap();
+    let alice_addr = alice.whoami().await.unwrap().listen_addrs[0].clone();
+    let bob = start(dirs[1].path()).await.unwrap();
+    let mut bob_events = bob.subscribe();
+    bob.dial(&alice_addr).await.unwrap();
+
+    let big = dirs[2].path().join("big.dat");
+    let mut file = std::fs::File::create(&big).unwrap();
+    let mut piece = vec![0u8; 1 << 20];
+    for _ in 0..48 {
+        rand::rng().fill_bytes(&mut piece);
+        file.write_all(&piece).unwrap();
+    }
+    drop(file);
+    let id = alice
+        .send_file(&Conversation::Peer(bob.peer_id().to_owned()), &big, None)
+        .await
+        .unwrap();
+    expect(
+        &mut bob_events,
+        "the file message",
+        |e| matches!(e, Event::Message(m) if m.id == id),
+    )
+    .await;
+
+    // Bob stops once part of it is verified on disk.
+    let dest = dirs[1].path().join("downloads");
+    let fetch = {
+        let (bob, dest) = (bob.clone(), dest.clone());
+        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
+    };
+    let (event, _) = expect(
+        &mut bob_events,
+        "some progress",
+        |e| matches!(e, Event::TransferProgress { done, total, .. } if *done >= 4 << 20 && done < total),
+    )
+    .await;
+    let Event::TransferProgress { done: before, .. } = event else {
+        unreachable!()
+    };
+    bob.shutdown().await.unwrap();
+    assert!(fetch.await.unwrap().is_err(), "stopped with the node");
+
+    // Restarted: the first progress already counts what was verified before, and the file
+    // completes byte-identical.
+    let bob = start(dirs[1].path()).await.unwrap();
+    let mut bob_events = bob.subscribe();
+    bob.dial(&alice_addr).await.unwrap();
+    let fetch = {
+        let (bob, dest) = (bob.clone(), dest.clone());
+        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
+    };
+    let (event, _) = expect(&mut bob_events, "progress after the restart", |e| {
+        matches!(e, Event::TransferProgress { .. })
+    })
+    .await;
+    let Event::TransferProgress { done, total, .. } = event else {
+        unreachable!()
+    };
+    assert!(
+        done > before,
+        "resumed at {done} of {total}, not from 0 (had {before} before the stop)"
+    );
+    let path = fetch.await.unwrap().expect("downloaded");
+    assert_eq!(file_hash(&path), file_hash(&big), "byte-identical");
+
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+}
