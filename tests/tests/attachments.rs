@@ -403,3 +403,200 @@ async fn a_stopped_download_resumes_without_fetching_verified_chunks_again() {
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
 }
+
+/// A file server that answers hash lists correctly (copies it got from the real sender) and
+/// every chunk with wrong bytes of the right length: a source that must be caught.
+mod corrupt {
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use confab_protocol::file::{FileRequest, FileResponse};
+    use confab_protocol::{decode, encode};
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{StreamProtocol, Swarm, identity};
+
+    #[derive(Clone, Default)]
+    pub struct Bytes;
+
+    impl request_response::Codec for Bytes {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+
+        async fn read_request<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            io.take(1024).read_to_end(&mut buf).await?;
+            Ok(buf)
+        }
+
+        async fn read_response<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            io.take(2 << 20).read_to_end(&mut buf).await?;
+            Ok(buf)
+        }
+
+        async fn write_request<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            req: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&req).await?;
+            io.close().await
+        }
+
+        async fn write_response<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            res: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&res).await?;
+            io.close().await
+        }
+    }
+
+    /// A swarm serving `/confab/file/1` with `hash_list` (an encoded `FileResponse::HashList`)
+    /// and corrupt chunks of `size`/`chunk_size`; counts the chunk requests it answered.
+    pub fn server() -> Swarm<request_response::Behaviour<Bytes>> {
+        confab_node::net::build_swarm(
+            identity::Keypair::generate_ed25519(),
+            std::time::Duration::from_secs(60),
+            |_| {
+                Ok(request_response::Behaviour::with_codec(
+                    Bytes,
+                    [(
+                        StreamProtocol::new(confab_protocol::file::FILE_PROTOCOL),
+                        ProtocolSupport::Inbound,
+                    )],
+                    request_response::Config::default(),
+                ))
+            },
+        )
+        .unwrap()
+    }
+
+    pub async fn serve(
+        mut swarm: Swarm<request_response::Behaviour<Bytes>>,
+        hash_list: Vec<u8>,
+        size: u64,
+        chunk_size: u64,
+        served: Arc<AtomicUsize>,
+    ) {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) = swarm.select_next_some().await
+            {
+                let answer = match decode::<FileRequest>(&request) {
+                    Ok(FileRequest::HashList { .. }) => hash_list.clone(),
+                    Ok(FileRequest::Chunk { index, .. }) => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                        let offset = u64::from(index) * chunk_size;
+                        let len = (size - offset).min(chunk_size) as usize;
+                        encode(&FileResponse::Chunk {
+                            index,
+                            bytes: vec![0xAA; len],
+                        })
+                        .unwrap()
+                    }
+                    _ => encode(&FileResponse::NotFound).unwrap(),
+                };
+                let _ = swarm.behaviour_mut().send_response(channel, answer);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_serving_corrupt_chunks_is_caught_and_the_download_completes_elsewhere() {
+    use confab_protocol::file::{FILE_PROTOCOL, FileRequest};
+    use rand::RngCore;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &std::path::Path| {
+        let mut config = Config::new(dir);
+        config.mdns = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        confab_node::start(config)
+    };
+    let alice = start(dirs[0].path()).await.unwrap();
+    let alice_addr = alice.whoami().await.unwrap().listen_addrs[0].clone();
+    let bob = start(dirs[1].path()).await.unwrap();
+    let bob_addr: Multiaddr = bob.whoami().await.unwrap().listen_addrs[0].parse().unwrap();
+    let mut bob_events = bob.subscribe();
+    bob.dial(&alice_addr).await.unwrap();
+
+    let path = dirs[2].path().join("data.bin");
+    let mut data = vec![0u8; 12 << 20];
+    rand::rng().fill_bytes(&mut data);
+    std::fs::write(&path, &data).unwrap();
+    let id = alice
+        .send_file(&Conversation::Peer(bob.peer_id().to_owned()), &path, None)
+        .await
+        .unwrap();
+    let (event, _) = expect(
+        &mut bob_events,
+        "the file message",
+        |e| matches!(e, Event::Message(m) if m.id == id),
+    )
+    .await;
+    let Event::Message(message) = event else {
+        unreachable!()
+    };
+    let root = message.attachment.unwrap().hash;
+
+    // The corrupt server gets the true hash list from alice, then connects to bob.
+    let mut client = raw_swarm(FILE_PROTOCOL);
+    client
+        .dial(alice_addr.parse::<Multiaddr>().unwrap())
+        .unwrap();
+    let alice_peer: PeerId = alice.peer_id().parse().unwrap();
+    let hash_list = exchange(
+        &mut client,
+        alice_peer,
+        encode(&FileRequest::HashList { root, start: 0 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut server = corrupt::server();
+    server.dial(bob_addr).unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(corrupt::serve(
+        server,
+        hash_list,
+        data.len() as u64,
+        1 << 20,
+        served.clone(),
+    ));
+    // Give the connection a moment, so bob counts it among its connected peers.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let dest = dirs[1].path().join("downloads");
+    let got = bob.fetch_file(id, &dest).await.expect("downloaded");
+    let bytes = std::fs::read(&got).unwrap();
+    assert!(bytes == data, "byte-identical despite the corrupt source");
+    assert!(
+        served.load(Ordering::SeqCst) >= 1,
+        "the corrupt source was asked (and caught)"
+    );
+    task.abort();
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+}

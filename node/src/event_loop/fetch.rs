@@ -4,6 +4,9 @@
 //! its `/confab/file/1` requests, hands responses back, writes verified chunks into the blob
 //! store's resumable download one at a time on a blocking thread, reports progress, and at the
 //! end finishes the blob and exports it into the destination directory under a sanitised name.
+//! The sources are the message's author device and up to [`MAX_EXTRA_SOURCES`] other peers
+//! connected now (another receiver may have it); a source that does not have the file is
+//! dropped, one that serves a chunk that does not verify is banned.
 //! A download that stalls (no source has what is missing) fails with `transfer_failed`; what it
 //! verified stays on disk, and the next `fetch_file` of the same file resumes from there.
 
@@ -17,6 +20,9 @@ use super::*;
 use crate::error::FetchError;
 use crate::files::store::{Download, WriteChunkError};
 use crate::files::transfer::{Action as TransferAction, RequestId, Transfer};
+
+/// Connected peers asked for a file besides its sender, at most.
+const MAX_EXTRA_SOURCES: usize = 8;
 
 /// Progress events are sent at most this often per download.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -98,6 +104,18 @@ impl EventLoop {
         if let Ok(peer) = record.from_peer.parse::<PeerId>()
             && peer != self.local_peer
         {
+            transfer.add_source(peer);
+        }
+        // Other peers connected now may have it too (other receivers): asked as well, and
+        // dropped as sources when they do not have it, or when they serve a wrong chunk.
+        let others: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, e)| !e.bootstrap && **p != self.local_peer && self.swarm.is_connected(p))
+            .map(|(p, _)| *p)
+            .take(MAX_EXTRA_SOURCES)
+            .collect();
+        for peer in others {
             transfer.add_source(peer);
         }
         self.fetches.insert(
