@@ -834,12 +834,7 @@ impl Service {
                     return Err(not_accepted(&receiver, "messages"));
                 }
                 for owner in [&receiver, &author] {
-                    if tx.mailbox_len(owner)? >= max_entries {
-                        return Err(Refusal::new(
-                            ErrorCode::MailboxFull,
-                            format!("the mailbox of {owner} is full"),
-                        ));
-                    }
+                    check_room(tx, owner, max_entries)?;
                 }
                 let entry = |conversation: &str, outgoing: bool| MailboxEntry {
                     seq: 0,
@@ -860,17 +855,7 @@ impl Service {
                 Ok((seq, notify))
             })
             .await?;
-        let effects = notify
-            .into_iter()
-            .map(|(user, last_seq)| Effect::Notify {
-                user,
-                note: Notification::Mailbox { last_seq },
-            })
-            .collect();
-        Ok(Outcome {
-            response: BootstrapResponse::Deposited { seq },
-            effects,
-        })
+        Ok(deposited(seq, notify))
     }
 
     /// A page of the mailbox. Incoming messages on it that no device of the owner fetched before
@@ -977,13 +962,7 @@ impl Service {
             })
             .await;
         match written {
-            Ok(grown) => grown
-                .into_iter()
-                .map(|(user, last_seq)| Effect::Notify {
-                    user,
-                    note: Notification::Mailbox { last_seq },
-                })
-                .collect(),
+            Ok(grown) => mailbox_notes(grown),
             Err(e) => {
                 tracing::error!("delivered receipts: {e}");
                 Vec::new()
@@ -1039,12 +1018,7 @@ impl Service {
                     return Err(not_accepted(&author, "messages"));
                 }
                 for owner in [&author, &reader] {
-                    if tx.mailbox_len(owner)? >= max_entries {
-                        return Err(Refusal::new(
-                            ErrorCode::MailboxFull,
-                            format!("the mailbox of {owner} is full"),
-                        ));
-                    }
+                    check_room(tx, owner, max_entries)?;
                 }
                 let entry = |conversation: &str, outgoing: bool| MailboxEntry {
                     seq: 0,
@@ -1063,19 +1037,7 @@ impl Service {
                 Ok((mine, theirs))
             })
             .await?;
-        Ok(Outcome {
-            response: BootstrapResponse::Deposited { seq: mine },
-            effects: vec![
-                Effect::Notify {
-                    user: to,
-                    note: Notification::Mailbox { last_seq: theirs },
-                },
-                Effect::Notify {
-                    user: me,
-                    note: Notification::Mailbox { last_seq: mine },
-                },
-            ],
-        })
+        Ok(deposited(mine, vec![(to, theirs), (me, mine)]))
     }
 
     /// The connected devices of `user` (but the requester's own) with their listen addresses,
@@ -1175,6 +1137,37 @@ impl Service {
 /// The message of an entry that came to the owner from someone else.
 fn incoming_message(entry: &MailboxEntry) -> Option<&ChatMessage> {
     entry.message().filter(|_| !entry.outgoing)
+}
+
+/// Refuses if `owner`'s mailbox is at its limit.
+fn check_room(tx: &Tx, owner: &str, max_entries: u64) -> Result<(), Refusal> {
+    if tx.mailbox_len(owner)? >= max_entries {
+        return Err(Refusal::new(
+            ErrorCode::MailboxFull,
+            format!("the mailbox of {owner} is full"),
+        ));
+    }
+    Ok(())
+}
+
+/// The pushes for the mailboxes that grew: `(owner, its last sequence number)` each.
+fn mailbox_notes(grown: Vec<(String, u64)>) -> Vec<Effect> {
+    grown
+        .into_iter()
+        .map(|(user, last_seq)| Effect::Notify {
+            user,
+            note: Notification::Mailbox { last_seq },
+        })
+        .collect()
+}
+
+/// The answer to a write into mailboxes: `Deposited { seq }` (in the requester's own), and the
+/// pushes for the mailboxes that grew.
+fn deposited(seq: u64, grown: Vec<(String, u64)>) -> Outcome {
+    Outcome {
+        response: BootstrapResponse::Deposited { seq },
+        effects: mailbox_notes(grown),
+    }
 }
 
 fn unknown_user(user: &str) -> Refusal {

@@ -36,7 +36,10 @@ use confab_protocol::limits::{MAX_GROUP_MEMBERS, MAX_GROUPS_PER_USER, MAX_NAME_B
 use libp2p::PeerId;
 
 use super::settings::{group_address, user_address};
-use super::{Effect, Outcome, Refusal, Service, hex_string, now_ms, rand_bytes, unknown_user};
+use super::{
+    Effect, Outcome, Refusal, Service, check_room, deposited, hex_string, now_ms, rand_bytes,
+    unknown_user,
+};
 use crate::store::{GroupMember, GroupRecord, StoreError, Tx};
 
 /// A group that changed, and the accounts to tell.
@@ -510,12 +513,7 @@ impl Service {
                     return Ok::<_, Refusal>((seq, Vec::new()));
                 }
                 let (record, _) = membership(tx, &group, &author)?;
-                if tx.mailbox_len(&author)? >= max_entries {
-                    return Err(Refusal::new(
-                        ErrorCode::MailboxFull,
-                        format!("the mailbox of {author} is full"),
-                    ));
-                }
+                check_room(tx, &author, max_entries)?;
                 let mut receivers = Vec::new();
                 let blocked = group_address(&group);
                 for member in record.members.iter().filter(|m| m.user != author) {
@@ -552,17 +550,7 @@ impl Service {
                 Ok((seq, grown))
             })
             .await?;
-        let effects = grown
-            .into_iter()
-            .map(|(user, last_seq)| Effect::Notify {
-                user,
-                note: Notification::Mailbox { last_seq },
-            })
-            .collect();
-        Ok(Outcome {
-            response: BootstrapResponse::Deposited { seq },
-            effects,
-        })
+        Ok(deposited(seq, grown))
     }
 }
 

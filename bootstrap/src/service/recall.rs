@@ -45,15 +45,13 @@
 //! reuses them, and backups made before the recall keep it.
 
 use confab_protocol::MessageId;
-use confab_protocol::bootstrap::{
-    BootstrapResponse, ErrorCode, MailboxEntry, MailboxItem, Notification, normalize_username,
-};
+use confab_protocol::bootstrap::{ErrorCode, MailboxEntry, MailboxItem, normalize_username};
 use confab_protocol::group::Role;
 use libp2p::PeerId;
 
 use super::groups::membership;
 use super::settings::Address;
-use super::{Effect, Outcome, Refusal, Service, now_ms};
+use super::{Outcome, Refusal, Service, check_room, deposited, now_ms};
 use crate::store::Tx;
 
 /// A conversation whose messages are in mailboxes.
@@ -138,17 +136,6 @@ impl Stamp {
     }
 }
 
-/// Refuses if `owner`'s mailbox is at its limit.
-fn check_room(tx: &Tx, owner: &str, max_entries: u64) -> Result<(), Refusal> {
-    if tx.mailbox_len(owner)? >= max_entries {
-        return Err(Refusal::new(
-            ErrorCode::MailboxFull,
-            format!("the mailbox of {owner} is full"),
-        ));
-    }
-    Ok(())
-}
-
 /// Recalls message `id` in `holders` (the requester's among them) by the rules of the module
 /// docs. Decides everything before it writes.
 fn apply_recall(
@@ -206,20 +193,6 @@ fn apply_recall(
         }
     }
     Ok((answer, grown))
-}
-
-/// The answer to a recall or deletion, and the notifications for the mailboxes that grew.
-fn deposited((seq, grown): Written) -> Outcome {
-    Outcome {
-        response: BootstrapResponse::Deposited { seq },
-        effects: grown
-            .into_iter()
-            .map(|(user, last_seq)| Effect::Notify {
-                user,
-                note: Notification::Mailbox { last_seq },
-            })
-            .collect(),
-    }
 }
 
 impl Service {
@@ -310,7 +283,8 @@ impl Service {
                 apply_recall(tx, holders, id, &author, &stamp, max_entries)
             })
             .await?;
-        Ok(deposited(written))
+        let (seq, grown) = written;
+        Ok(deposited(seq, grown))
     }
 
     /// Deletes message `id` of `conversation` from the requester's history on all its devices;
@@ -373,7 +347,8 @@ impl Service {
                 Ok::<_, Refusal>((seq, vec![(me.to_owned(), seq)]))
             })
             .await?;
-        Ok(deposited(written))
+        let (seq, grown) = written;
+        Ok(deposited(seq, grown))
     }
 }
 
@@ -383,6 +358,7 @@ mod tests {
     use crate::service::tests::{PW, code, mailbox, mailbox_note, reg, service};
     use crate::store::STORE_FILE;
     use confab_protocol::ChatMessage;
+    use confab_protocol::bootstrap::BootstrapResponse;
     use confab_protocol::bootstrap::{BootstrapRequest as R, ErrorCode as E, OfflineSummary};
     use confab_protocol::limits::MAX_SYNC_PAGE;
 
