@@ -355,13 +355,22 @@ pub mod raw {
 
     /// A swarm that speaks `protocol` outbound with [`RawCodec`].
     pub fn raw_swarm(protocol: &'static str) -> Swarm<Raw> {
+        raw_peer(protocol, ProtocolSupport::Outbound)
+    }
+
+    /// A swarm that answers `protocol` with [`RawCodec`] (to play a hostile server).
+    pub fn raw_server(protocol: &'static str) -> Swarm<Raw> {
+        raw_peer(protocol, ProtocolSupport::Inbound)
+    }
+
+    fn raw_peer(protocol: &'static str, support: ProtocolSupport) -> Swarm<Raw> {
         confab_node::net::build_swarm(
             identity::Keypair::generate_ed25519(),
             Duration::from_secs(60),
             |_| {
                 Ok(request_response::Behaviour::with_codec(
                     RawCodec,
-                    [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
+                    [(StreamProtocol::new(protocol), support)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(10)),
                 ))

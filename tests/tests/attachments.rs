@@ -15,13 +15,30 @@ use confab_tests::rpc::Rpc;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
 
+/// A node on `dir`: loopback TCP, mDNS off.
+async fn start_node(dir: &std::path::Path) -> Result<confab_node::Client, confab_node::StartError> {
+    let mut config = Config::new(dir);
+    config.mdns = false;
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    confab_node::start(config).await
+}
+
+/// Writes `mib` MiB of random bytes to `path`, one MiB at a time.
+fn random_file(path: &std::path::Path, mib: usize) {
+    use rand::RngCore;
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut piece = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        rand::rng().fill_bytes(&mut piece);
+        file.write_all(&piece).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_description_arrives_with_its_thumbnail() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path());
-    config.mdns = false;
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    let node = confab_node::start(config).await.unwrap();
+    let node = start_node(dir.path()).await.unwrap();
     let mut events = node.subscribe();
     let addr: Multiaddr = node.whoami().await.unwrap().listen_addrs[0]
         .parse()
@@ -143,14 +160,8 @@ async fn a_sent_file_is_described_from_its_content_and_served_by_its_hash() {
     use confab_protocol::file::FILE_PROTOCOL;
     use rand::RngCore;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |dir: &std::path::Path| {
-        let mut config = Config::new(dir);
-        config.mdns = false;
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-        confab_node::start(config)
-    };
-    let alice = start(dirs[0].path()).await.unwrap();
-    let bob = start(dirs[1].path()).await.unwrap();
+    let alice = start_node(dirs[0].path()).await.unwrap();
+    let bob = start_node(dirs[1].path()).await.unwrap();
     let mut bob_events = bob.subscribe();
     let bob_addr = bob.whoami().await.unwrap().listen_addrs[0].clone();
     alice.dial(&bob_addr).await.unwrap();
@@ -256,17 +267,9 @@ fn file_hash(path: &std::path::Path) -> blake3::Hash {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_file_arrives_byte_identical_with_progress() {
-    use rand::RngCore;
-    use std::io::Write;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |dir: &std::path::Path| {
-        let mut config = Config::new(dir);
-        config.mdns = false;
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-        confab_node::start(config)
-    };
-    let alice = start(dirs[0].path()).await.unwrap();
-    let bob = start(dirs[1].path()).await.unwrap();
+    let alice = start_node(dirs[0].path()).await.unwrap();
+    let bob = start_node(dirs[1].path()).await.unwrap();
     let mut bob_events = bob.subscribe();
     alice
         .dial(&bob.whoami().await.unwrap().listen_addrs[0])
@@ -275,13 +278,7 @@ async fn a_64_mib_file_arrives_byte_identical_with_progress() {
 
     // 64 MiB of random bytes, written in pieces.
     let big = dirs[2].path().join("big.dat");
-    let mut file = std::fs::File::create(&big).unwrap();
-    let mut piece = vec![0u8; 1 << 20];
-    for _ in 0..64 {
-        rand::rng().fill_bytes(&mut piece);
-        file.write_all(&piece).unwrap();
-    }
-    drop(file);
+    random_file(&big, 64);
     let id = alice
         .send_file(&Conversation::Peer(bob.peer_id().to_owned()), &big, None)
         .await
@@ -325,29 +322,15 @@ async fn a_64_mib_file_arrives_byte_identical_with_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_download_resumes_without_fetching_verified_chunks_again() {
-    use rand::RngCore;
-    use std::io::Write;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |dir: &std::path::Path| {
-        let mut config = Config::new(dir);
-        config.mdns = false;
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-        confab_node::start(config)
-    };
-    let alice = start(dirs[0].path()).await.unwrap();
+    let alice = start_node(dirs[0].path()).await.unwrap();
     let alice_addr = alice.whoami().await.unwrap().listen_addrs[0].clone();
-    let bob = start(dirs[1].path()).await.unwrap();
+    let bob = start_node(dirs[1].path()).await.unwrap();
     let mut bob_events = bob.subscribe();
     bob.dial(&alice_addr).await.unwrap();
 
     let big = dirs[2].path().join("big.dat");
-    let mut file = std::fs::File::create(&big).unwrap();
-    let mut piece = vec![0u8; 1 << 20];
-    for _ in 0..48 {
-        rand::rng().fill_bytes(&mut piece);
-        file.write_all(&piece).unwrap();
-    }
-    drop(file);
+    random_file(&big, 48);
     let id = alice
         .send_file(&Conversation::Peer(bob.peer_id().to_owned()), &big, None)
         .await
@@ -379,7 +362,7 @@ async fn a_stopped_download_resumes_without_fetching_verified_chunks_again() {
 
     // Restarted: the first progress already counts what was verified before, and the file
     // completes byte-identical.
-    let bob = start(dirs[1].path()).await.unwrap();
+    let bob = start_node(dirs[1].path()).await.unwrap();
     let mut bob_events = bob.subscribe();
     bob.dial(&alice_addr).await.unwrap();
     let fetch = {
@@ -407,88 +390,22 @@ async fn a_stopped_download_resumes_without_fetching_verified_chunks_again() {
 /// A file server that answers hash lists correctly (copies it got from the real sender) and
 /// every chunk with wrong bytes of the right length: a source that must be caught.
 mod corrupt {
-    use std::io;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use confab_protocol::file::{FileRequest, FileResponse};
     use confab_protocol::{decode, encode};
-    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-    use libp2p::request_response::{self, ProtocolSupport};
+    use confab_tests::raw::Raw;
+    use futures::StreamExt;
+    use libp2p::Swarm;
+    use libp2p::request_response;
     use libp2p::swarm::SwarmEvent;
-    use libp2p::{StreamProtocol, Swarm, identity};
 
-    #[derive(Clone, Default)]
-    pub struct Bytes;
-
-    impl request_response::Codec for Bytes {
-        type Protocol = StreamProtocol;
-        type Request = Vec<u8>;
-        type Response = Vec<u8>;
-
-        async fn read_request<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut buf = Vec::new();
-            io.take(1024).read_to_end(&mut buf).await?;
-            Ok(buf)
-        }
-
-        async fn read_response<T: AsyncRead + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-        ) -> io::Result<Vec<u8>> {
-            let mut buf = Vec::new();
-            io.take(2 << 20).read_to_end(&mut buf).await?;
-            Ok(buf)
-        }
-
-        async fn write_request<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            req: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&req).await?;
-            io.close().await
-        }
-
-        async fn write_response<T: AsyncWrite + Unpin + Send>(
-            &mut self,
-            _: &StreamProtocol,
-            io: &mut T,
-            res: Vec<u8>,
-        ) -> io::Result<()> {
-            io.write_all(&res).await?;
-            io.close().await
-        }
-    }
-
-    /// A swarm serving `/confab/file/1` with `hash_list` (an encoded `FileResponse::HashList`)
-    /// and corrupt chunks of `size`/`chunk_size`; counts the chunk requests it answered.
-    pub fn server() -> Swarm<request_response::Behaviour<Bytes>> {
-        confab_node::net::build_swarm(
-            identity::Keypair::generate_ed25519(),
-            std::time::Duration::from_secs(60),
-            |_| {
-                Ok(request_response::Behaviour::with_codec(
-                    Bytes,
-                    [(
-                        StreamProtocol::new(confab_protocol::file::FILE_PROTOCOL),
-                        ProtocolSupport::Inbound,
-                    )],
-                    request_response::Config::default(),
-                ))
-            },
-        )
-        .unwrap()
-    }
-
+    /// Answers `/confab/file/1` on `swarm` (from [`confab_tests::raw::raw_server`]) with
+    /// `hash_list` (an encoded `FileResponse::HashList`) and corrupt chunks of `size` /
+    /// `chunk_size`; counts the chunk requests it answered.
     pub async fn serve(
-        mut swarm: Swarm<request_response::Behaviour<Bytes>>,
+        mut swarm: Swarm<Raw>,
         hash_list: Vec<u8>,
         size: u64,
         chunk_size: u64,
@@ -530,15 +447,9 @@ async fn a_source_serving_corrupt_chunks_is_caught_and_the_download_completes_el
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |dir: &std::path::Path| {
-        let mut config = Config::new(dir);
-        config.mdns = false;
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-        confab_node::start(config)
-    };
-    let alice = start(dirs[0].path()).await.unwrap();
+    let alice = start_node(dirs[0].path()).await.unwrap();
     let alice_addr = alice.whoami().await.unwrap().listen_addrs[0].clone();
-    let bob = start(dirs[1].path()).await.unwrap();
+    let bob = start_node(dirs[1].path()).await.unwrap();
     let bob_addr: Multiaddr = bob.whoami().await.unwrap().listen_addrs[0].parse().unwrap();
     let mut bob_events = bob.subscribe();
     bob.dial(&alice_addr).await.unwrap();
@@ -575,7 +486,7 @@ async fn a_source_serving_corrupt_chunks_is_caught_and_the_download_completes_el
     )
     .await
     .unwrap();
-    let mut server = corrupt::server();
+    let mut server = confab_tests::raw::raw_server(FILE_PROTOCOL);
     server.dial(bob_addr).unwrap();
     let served = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(corrupt::serve(
