@@ -165,6 +165,21 @@ pub(super) fn leave_group(
 /// request changed nothing).
 type Changed = (GroupRecord, Vec<String>);
 
+/// Stores a changed group as its next version; says whom to tell: every member, and `also`
+/// (one who just left or was removed).
+fn bump(
+    tx: &mut Tx,
+    id: &str,
+    mut record: GroupRecord,
+    also: Option<String>,
+) -> Result<Changed, Refusal> {
+    record.version += 1;
+    tx.put_group(id, &record)?;
+    let mut notify = users(&record);
+    notify.extend(also);
+    Ok((record, notify))
+}
+
 impl Service {
     /// The roster of `group` as stored in `record`, signed now with the server's key.
     fn roster(&self, group: &str, record: &GroupRecord) -> Roster {
@@ -315,10 +330,7 @@ impl Service {
                     role: Role::Member,
                     joined_at,
                 });
-                record.version += 1;
-                tx.put_group(&id, &record)?;
-                let notify = users(&record);
-                Ok::<Changed, Refusal>((record, notify))
+                bump(tx, &id, record, None)
             })
             .await?;
         Ok(self.roster_outcome(group, changed))
@@ -350,11 +362,7 @@ impl Service {
                     return Err(not_allowed("admins remove members only"));
                 }
                 record.members.retain(|m| m.user != user);
-                record.version += 1;
-                tx.put_group(&id, &record)?;
-                let mut notify = users(&record);
-                notify.push(user);
-                Ok::<Changed, Refusal>((record, notify))
+                bump(tx, &id, record, Some(user))
             })
             .await?;
         Ok(self.roster_outcome(group, changed))
@@ -414,10 +422,7 @@ impl Service {
                     return Ok((record, Vec::new()));
                 }
                 member.role = role;
-                record.version += 1;
-                tx.put_group(&id, &record)?;
-                let notify = users(&record);
-                Ok::<Changed, Refusal>((record, notify))
+                bump(tx, &id, record, None)
             })
             .await?;
         Ok(self.roster_outcome(group, changed))
@@ -443,10 +448,7 @@ impl Service {
                     return Ok((record, Vec::new()));
                 }
                 record.name = name;
-                record.version += 1;
-                tx.put_group(&id, &record)?;
-                let notify = users(&record);
-                Ok::<Changed, Refusal>((record, notify))
+                bump(tx, &id, record, None)
             })
             .await?;
         Ok(self.roster_outcome(group, changed))
