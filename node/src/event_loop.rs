@@ -241,11 +241,13 @@ enum StoreDone {
     /// A resumable download is ready (or not).
     DownloadBegun {
         root: confab_protocol::ContentHash,
+        token: u64,
         result: Result<crate::files::store::Download, String>,
     },
     /// A chunk is written (or refused); the download comes back with it.
     ChunkWritten {
         root: confab_protocol::ContentHash,
+        token: u64,
         index: u32,
         download: Box<crate::files::store::Download>,
         result: Result<(), crate::files::store::WriteChunkError>,
@@ -253,6 +255,7 @@ enum StoreDone {
     /// A download is finished and exported (or not).
     FetchFinished {
         root: confab_protocol::ContentHash,
+        token: u64,
         result: Result<std::path::PathBuf, String>,
     },
     /// A file request is answered (read off the event loop).
@@ -1102,14 +1105,30 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_found_for_fetch(id, dest, result, reply),
-            StoreDone::DownloadBegun { root, result } => self.handle_download_begun(root, result),
+            StoreDone::DownloadBegun {
+                root,
+                token,
+                result,
+            } if self.is_current_fetch(&root, token) => self.handle_download_begun(root, result),
             StoreDone::ChunkWritten {
                 root,
+                token,
                 index,
                 download,
                 result,
-            } => self.handle_chunk_written(root, index, *download, result),
-            StoreDone::FetchFinished { root, result } => self.handle_fetch_finished(root, result),
+            } if self.is_current_fetch(&root, token) => {
+                self.handle_chunk_written(root, index, *download, result)
+            }
+            StoreDone::FetchFinished {
+                root,
+                token,
+                result,
+            } if self.is_current_fetch(&root, token) => self.handle_fetch_finished(root, result),
+            // The work of an earlier download of the same file (it ended meanwhile): not this
+            // download's business.
+            StoreDone::DownloadBegun { .. }
+            | StoreDone::ChunkWritten { .. }
+            | StoreDone::FetchFinished { .. } => {}
             StoreDone::FileServed { channel, response } => {
                 self.serving = self.serving.saturating_sub(1);
                 let _ = self

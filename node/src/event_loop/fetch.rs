@@ -29,6 +29,9 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250
 
 /// One download under way.
 pub(super) struct Fetch {
+    /// Names this download in the results of its blocking work, so that a result of an earlier
+    /// download of the same file (ended meanwhile) is not taken for this one's.
+    token: u64,
     transfer: Transfer,
     /// The message whose attachment this is (for the events).
     message: MessageId,
@@ -37,6 +40,8 @@ pub(super) struct Fetch {
     name: String,
     /// The resumable download, when not lent to a blocking write.
     download: Option<Download>,
+    /// The resumable download was made (a later result for it is a duplicate).
+    begun: bool,
     /// Chunks received and waiting for their turn to be written.
     writes: VecDeque<(u32, Vec<u8>)>,
     /// A write (or the final finish) is running on a blocking thread.
@@ -121,11 +126,13 @@ impl EventLoop {
         self.fetches.insert(
             root,
             Fetch {
+                token: rand::random(),
                 transfer,
                 message: id,
                 dest,
                 name: attachment.name,
                 download: None,
+                begun: false,
                 writes: VecDeque::new(),
                 busy: false,
                 complete: false,
@@ -152,6 +159,7 @@ impl EventLoop {
         let Some(fetch) = self.fetches.get_mut(&root) else {
             return;
         };
+        let token = fetch.token;
         let actions = fetch.transfer.poll(now);
         for action in actions {
             match action {
@@ -170,7 +178,11 @@ impl EventLoop {
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
-                        StoreDone::DownloadBegun { root, result }
+                        StoreDone::DownloadBegun {
+                            root,
+                            token,
+                            result,
+                        }
                     });
                 }
                 TransferAction::Write { index, bytes } => {
@@ -194,17 +206,28 @@ impl EventLoop {
         self.pump_fetch(root);
     }
 
+    /// Whether `token` names the download of `root` under way now.
+    pub(super) fn is_current_fetch(&self, root: &ContentHash, token: u64) -> bool {
+        self.fetches.get(root).is_some_and(|f| f.token == token)
+    }
+
     /// The resumable download exists (or could not be made).
     pub(super) fn handle_download_begun(
         &mut self,
         root: ContentHash,
         result: Result<Download, String>,
     ) {
+        if self.fetches.get(&root).is_some_and(|f| f.begun) {
+            // A second hash list of the same download: the first one is in use.
+            tracing::debug!("ignoring a second start of the download of {root:?}: {result:?}");
+            return;
+        }
         match result {
             Ok(download) => {
                 let Some(fetch) = self.fetches.get_mut(&root) else {
                     return;
                 };
+                fetch.begun = true;
                 fetch.transfer.set_missing(download.missing());
                 fetch.download = Some(download);
                 self.drive_fetch(root);
@@ -227,6 +250,7 @@ impl EventLoop {
                 return;
             };
             fetch.busy = true;
+            let token = fetch.token;
             self.run_store_op(async move {
                 let written = tokio::task::spawn_blocking(move || {
                     let result = download.write_chunk(u64::from(index), &bytes);
@@ -236,6 +260,7 @@ impl EventLoop {
                 match written {
                     Ok((download, result)) => StoreDone::ChunkWritten {
                         root,
+                        token,
                         index,
                         download: Box::new(download),
                         result,
@@ -243,6 +268,7 @@ impl EventLoop {
                     // The download went with the thread; the next fetch resumes from disk.
                     Err(e) => StoreDone::FetchFinished {
                         root,
+                        token,
                         result: Err(format!("a chunk write stopped: {e}")),
                     },
                 }
@@ -294,6 +320,7 @@ impl EventLoop {
             return;
         };
         fetch.busy = true;
+        let token = fetch.token;
         let download = fetch.download.take();
         let (blobs, dest, name) = (self.blobs.clone(), fetch.dest.clone(), fetch.name.clone());
         self.run_store_op(async move {
@@ -306,7 +333,11 @@ impl EventLoop {
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-            StoreDone::FetchFinished { root, result }
+            StoreDone::FetchFinished {
+                root,
+                token,
+                result,
+            }
         });
     }
 
