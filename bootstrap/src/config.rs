@@ -58,6 +58,18 @@ pub mod limits {
     pub const MAX_COMMIT_BATCH: usize = 512;
     /// The default of `Config::mailbox_max_entries`.
     pub const MAX_MAILBOX_ENTRIES: u64 = 100_000;
+    /// The default of `Config::files.max_size`: 2 GiB.
+    pub const FILE_MAX_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+    /// The default of `Config::files.quota`: 4 GiB per account.
+    pub const FILE_QUOTA: u64 = 4 * 1024 * 1024 * 1024;
+    /// The default of `Config::files.retention`: 14 days.
+    pub const FILE_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+    /// File chunk requests served at once; more are answered `Busy`.
+    pub const MAX_FILE_SERVES: usize = 32;
+    /// Concurrent `/confab/file/1` streams per connection.
+    pub const MAX_FILE_STREAMS: usize = 32;
+    /// Files pulled at once (for offline receivers); more wait for a device of their author.
+    pub const MAX_FILE_PULLS: usize = 16;
     /// The default of `Config::mailbox_retention`: one year.
     pub const MAILBOX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
     /// How often expired mailbox entries are deleted.
@@ -124,6 +136,8 @@ pub struct Config {
     pub broadcast_rate_per_minute: u32,
     /// Broadcasts one author may send at once, before the rate applies.
     pub broadcast_burst: u32,
+    /// Files kept for offline receivers: largest file, quota per account, retention.
+    pub files: crate::service::files::FileLimits,
 }
 
 /// Who may broadcast through a bootstrap. Whatever the policy, a broadcast with a certificate that
@@ -158,6 +172,7 @@ impl Config {
             broadcast_retention: limits::BROADCAST_RETENTION,
             broadcast_rate_per_minute: limits::BROADCAST_RATE_PER_MINUTE,
             broadcast_burst: limits::BROADCAST_BURST,
+            files: crate::service::files::FileLimits::default(),
         }
     }
 }
@@ -171,6 +186,10 @@ impl Config {
 /// (only logged-in users named in `broadcast_admins`). Each author (the account when certified,
 /// else the device) may send `broadcast_burst` at once, then `broadcast_rate_per_minute`; more are
 /// neither relayed nor kept.
+///
+/// Files: for receivers offline when a file is sent, the server keeps it (pulled from the
+/// author's device) up to `file_max_mib` per file and `file_quota_mib` per author, until every
+/// receiver has it, its message is recalled, or `file_retention_days` pass.
 ///
 /// ```toml
 /// data_dir = "/var/lib/confab-bootstrap"
@@ -186,6 +205,9 @@ impl Config {
 /// broadcast_retention_days = 30
 /// broadcast_rate_per_minute = 30
 /// broadcast_burst = 10
+/// file_max_mib = 2048
+/// file_quota_mib = 4096
+/// file_retention_days = 14
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,6 +238,12 @@ pub struct FileConfig {
     pub broadcast_rate_per_minute: Option<u32>,
     /// See [`Config::broadcast_burst`].
     pub broadcast_burst: Option<u32>,
+    /// See [`Config::files`]: the largest file kept, in MiB.
+    pub file_max_mib: Option<u64>,
+    /// See [`Config::files`]: the quota per account, in MiB.
+    pub file_quota_mib: Option<u64>,
+    /// See [`Config::files`]: how long a file is kept, in days.
+    pub file_retention_days: Option<u64>,
 }
 
 /// The config file could not be used.

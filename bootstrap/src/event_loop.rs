@@ -4,13 +4,14 @@
 //! broadcast topic are judged in the loop and kept by a writer task ([`broadcasts`]).
 
 mod broadcasts;
+mod files;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_node::net::{self, BootstrapCodec, IDENTIFY_PROTOCOL, NotifyCodec};
+use confab_node::net::{self, BootstrapCodec, FileCodec, IDENTIFY_PROTOCOL, NotifyCodec};
 use confab_protocol::bootstrap::{
     BOOTSTRAP_PROTOCOL, BootstrapRequest, BootstrapResponse, ErrorCode, NOTIFY_PROTOCOL,
     Notification,
@@ -37,6 +38,7 @@ use crate::service::broadcasts::{BroadcastGate, BroadcastWindow};
 use crate::service::{Effect, Outcome, Service};
 use crate::store::{Store, StoreError};
 use broadcasts::BroadcastWriter;
+use confab_node::files::store::BlobStore;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -48,6 +50,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     bootstrap: request_response::Behaviour<BootstrapCodec>,
     notify: request_response::Behaviour<NotifyCodec>,
+    file: request_response::Behaviour<FileCodec>,
 }
 
 /// Why a bootstrap could not start.
@@ -126,12 +129,19 @@ impl Drop for ExpiryTask {
 }
 
 impl ExpiryTask {
-    fn spawn(store: Store, retention: Duration, broadcasts: BroadcastWindow) -> Self {
+    fn spawn(
+        store: Store,
+        retention: Duration,
+        broadcasts: BroadcastWindow,
+        held: Service,
+        blobs: BlobStore,
+    ) -> Self {
         Self(tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAILBOX_EXPIRY_INTERVAL);
             loop {
                 tick.tick().await;
                 let store = store.clone();
+                let (held, blobs) = (held.clone(), blobs.clone());
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
@@ -141,6 +151,19 @@ impl ExpiryTask {
                     let mailboxes =
                         store.write(|tx| tx.mailbox_expire(cutoff, MAILBOX_EXPIRY_BATCH));
                     let kept = store.write(|tx| broadcasts.expire(tx, now));
+                    match held.expire_holds_blocking(now) {
+                        Ok(roots) => {
+                            for root in roots {
+                                // A pull still writing it keeps it; its end finds no hold and
+                                // drops it then.
+                                match blobs.remove(&root) {
+                                    Ok(()) => tracing::info!("held file {root:?} expired"),
+                                    Err(e) => tracing::warn!("expired file {root:?}: {e}"),
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("held file expiry: {e}"),
+                    }
                     (mailboxes, kept)
                 })
                 .await;
@@ -200,6 +223,18 @@ enum Done {
     DeviceFound { device: PeerId, user: String },
     /// Notifications computed off the loop, to push.
     Push(Vec<(PeerId, Notification)>),
+    /// Effects computed off the loop, to carry out.
+    Effects(Vec<Effect>),
+    /// Held files of `user` still to pull: `(root, size)` each.
+    Pulls {
+        user: String,
+        pulls: Vec<(confab_protocol::ContentHash, u64)>,
+    },
+    /// A file request is answered.
+    FileServed {
+        channel: ResponseChannel<confab_protocol::file::FileResponse>,
+        response: confab_protocol::file::FileResponse,
+    },
     /// Nothing to do.
     Nothing,
 }
@@ -233,7 +268,13 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         .await
         .map_err(|e| StartError::Network(e.to_string()))?
         .with_mailbox_limit(config.mailbox_max_entries)
-        .with_broadcast_window(window);
+        .with_broadcast_window(window)
+        .with_file_limits(config.files);
+    let files_dir = config.data_dir.join("files");
+    let blobs = tokio::task::spawn_blocking(move || BlobStore::open(&files_dir))
+        .await
+        .map_err(|e| StartError::Network(e.to_string()))?
+        .map_err(|e| StartError::Store(StoreError::Database(format!("the file store: {e}"))))?;
     let gate = BroadcastGate::new(
         keypair.public(),
         config.broadcast_policy,
@@ -301,6 +342,13 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
                 NOTIFY_PROTOCOL,
                 ProtocolSupport::Outbound,
                 request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+            ),
+            file: net::wire_behaviour(
+                confab_protocol::file::FILE_PROTOCOL,
+                ProtocolSupport::Full,
+                request_response::Config::default()
+                    .with_request_timeout(REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_FILE_STREAMS),
             ),
         })
     })
@@ -372,6 +420,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
     };
     let (command_tx, command_rx) = mpsc::channel(16);
     let broadcast_writer = BroadcastWriter::spawn(service.clone());
+    let held = service.clone();
     let event_loop = EventLoop {
         advertisement,
         swarm,
@@ -383,6 +432,7 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
         broadcast_topic: gossipsub::IdentTopic::new(BROADCAST_TOPIC).hash(),
         gate,
         broadcast_writer,
+        files: files::Files::new(blobs.clone()),
     };
     tokio::spawn(event_loop.run());
     // Hook 1: periodic backups.
@@ -391,7 +441,13 @@ pub async fn start(config: Config) -> Result<Bootstrap, StartError> {
     });
     // Hook 2: the admin socket; its `stats` asks the loop.
     let stats_commands = command_tx.clone();
-    let expiry = ExpiryTask::spawn(store.clone(), config.mailbox_retention, window);
+    let expiry = ExpiryTask::spawn(
+        store.clone(),
+        config.mailbox_retention,
+        window,
+        held.clone(),
+        blobs,
+    );
     let admin = crate::admin::spawn(&config.data_dir, store, move || {
         let commands = stats_commands.clone();
         async move {
@@ -424,6 +480,8 @@ struct EventLoop {
     gate: BroadcastGate,
     /// Keeps what the gate accepts.
     broadcast_writer: BroadcastWriter,
+    /// Held files: pulls, serving.
+    files: files::Files,
 }
 
 /// Starts the mDNS advertisement at the first TCP and QUIC ports listened on; a failure only
@@ -470,10 +528,22 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 
 impl EventLoop {
     async fn run(mut self) {
+        let mut file_tick = tokio::time::interval(Duration::from_secs(1));
+        file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 Some(done) = self.tasks.next(), if !self.tasks.is_empty() => self.handle_done(done),
+                work = self.files.fetcher.next_work() => {
+                    self.files.fetcher.work_done(&mut self.swarm.behaviour_mut().file, work);
+                    self.drain_file_events();
+                }
+                _ = file_tick.tick() => {
+                    if !self.files.fetcher.is_empty() {
+                        self.files.fetcher.tick(&mut self.swarm.behaviour_mut().file);
+                        self.drain_file_events();
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Stats(reply)) => self.stats(reply),
                     Some(Command::Shutdown(reply)) => break Some(reply),
@@ -549,6 +619,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Notify(
                 request_response::Event::OutboundFailure { peer, error, .. },
             )) => tracing::debug!("notification to {peer} failed: {error}"),
+            SwarmEvent::Behaviour(BehaviourEvent::File(event)) => self.handle_file_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -667,6 +738,17 @@ impl EventLoop {
                     self.push(device, note);
                 }
             }
+            Done::Effects(effects) => {
+                for effect in effects {
+                    self.apply(effect);
+                }
+            }
+            Done::Pulls { user, pulls } => {
+                for (root, size) in pulls {
+                    self.start_pull(root, size, &user);
+                }
+            }
+            Done::FileServed { channel, response } => self.file_served(channel, response),
             Done::Nothing => {}
         }
     }
@@ -694,6 +776,8 @@ impl EventLoop {
                 }
             }
             Effect::DeviceUnbound { device } => self.device_gone(&device),
+            Effect::PullFile { root, size, from } => self.start_pull(root, size, &from),
+            Effect::DropFile { root } => self.drop_file(root),
         }
     }
 
@@ -722,6 +806,7 @@ impl EventLoop {
             return;
         }
         let first = self.presence.device_online(device, &user);
+        self.resume_pulls(user.clone());
         let service = self.service.clone();
         let presence = self.presence.clone();
         self.spawn(async move {

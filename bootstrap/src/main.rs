@@ -199,6 +199,16 @@ fn broadcast_config(config: &mut Config, file: &FileConfig) -> Result<()> {
     if let Some(n) = at_least_one("broadcast_burst", file.broadcast_burst.map(u64::from))? {
         config.broadcast_burst = n as u32;
     }
+    const MIB: u64 = 1024 * 1024;
+    if let Some(n) = at_least_one("file_max_mib", file.file_max_mib)? {
+        config.files.max_size = n.saturating_mul(MIB);
+    }
+    if let Some(n) = at_least_one("file_quota_mib", file.file_quota_mib)? {
+        config.files.quota = n.saturating_mul(MIB);
+    }
+    if let Some(days) = at_least_one("file_retention_days", file.file_retention_days)? {
+        config.files.retention = Duration::from_secs(days.saturating_mul(24 * 3600));
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 //! requests and device listings; in [`groups`], creations, invitations and posts.
 
 pub mod broadcasts;
+pub mod files;
 pub mod groups;
 pub mod password;
 pub mod recall;
@@ -82,6 +83,21 @@ pub enum Effect {
     DeviceUnbound {
         /// The device.
         device: PeerId,
+    },
+    /// Pull file `root` (`size` bytes) into the blob store from the online devices of `from`
+    /// (a hold was recorded; see [`files`]).
+    PullFile {
+        /// The file.
+        root: ContentHash,
+        /// Its declared size.
+        size: u64,
+        /// The account whose devices have it.
+        from: String,
+    },
+    /// A hold ended: delete file `root` from the blob store (and stop pulling it).
+    DropFile {
+        /// The file.
+        root: ContentHash,
     },
 }
 
@@ -164,6 +180,8 @@ pub struct Service {
     mailbox_max_entries: u64,
     /// Which kept broadcasts stay.
     broadcast_window: broadcasts::BroadcastWindow,
+    /// What is kept for offline receivers.
+    file_limits: files::FileLimits,
 }
 
 impl Service {
@@ -185,6 +203,7 @@ impl Service {
             decoy_phc: Arc::new(decoy_phc),
             mailbox_max_entries: MAX_MAILBOX_ENTRIES,
             broadcast_window: broadcasts::BroadcastWindow::default(),
+            file_limits: files::FileLimits::default(),
         })
     }
 
@@ -315,6 +334,13 @@ impl Service {
             BootstrapRequest::Broadcasts { after, limit } => {
                 self.broadcasts(device, after, limit).await
             }
+            BootstrapRequest::FileHold {
+                conversation,
+                id,
+                root,
+                size,
+            } => self.file_hold(device, conversation, id, root, size).await,
+            BootstrapRequest::FileReceived { root } => self.file_received(device, root).await,
             BootstrapRequest::Settings => self.settings_get(device).await,
             BootstrapRequest::SetDnd { enabled } => self.set_dnd(device, enabled).await,
             BootstrapRequest::SetMuted {

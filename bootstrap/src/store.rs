@@ -435,10 +435,12 @@ macro_rules! with_table {
 // Declared after `with_table!`, which its `Tx` methods use.
 mod broadcasts;
 mod groups;
+mod holds;
 mod recall;
 mod settings;
 pub use broadcasts::Appended;
 pub use groups::{GroupMember, GroupRecord};
+pub use holds::{HoldRecord, HoldRef};
 
 impl Tx {
     /// The write transaction, or an error in a read-only snapshot.
@@ -469,6 +471,9 @@ impl Tx {
         self.w()?.open_table(BROADCASTS)?;
         self.w()?.open_table(BROADCAST_IDS)?;
         self.w()?.open_table(BROADCAST_SEQ)?;
+        self.w()?.open_table(HOLDS)?;
+        self.w()?.open_table(HOLD_REFS)?;
+        self.w()?.open_table(HOLD_USAGE)?;
         Ok(())
     }
 

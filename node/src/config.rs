@@ -83,6 +83,11 @@ pub mod limits {
     pub const FILE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// Downloads (`fetch_file`) under way at once.
     pub const MAX_FETCHES: usize = 8;
+    /// Files sent whose hold by the bootstrap is followed (for `file_hold` `held` events).
+    pub const MAX_HOLDS_WATCHED: usize = 1024;
+    /// Files up to this size sent by a peer on the LAN are downloaded at once, without a
+    /// `fetch_file` (into `<data dir>/downloads`): 16 MiB.
+    pub const AUTO_FETCH_MAX_BYTES: u64 = 16 * 1024 * 1024;
     /// `mark_read` looks at this many of a conversation's latest messages at most.
     pub const MAX_MARK_READ: usize = 10_000;
     /// A user's devices, as the bootstrap listed them, are asked again after this long (or at

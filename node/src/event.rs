@@ -127,6 +127,18 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// Where a file this device sent stands with the bootstrap, which keeps it for receivers who
+    /// are offline: `not_needed` (every receiver was online), `pulling` (the bootstrap is
+    /// fetching it from this device: stay online until `held`), `held` (the receivers can get it
+    /// without this device), or `refused` with `error` (too large, over the account's quota).
+    FileHold {
+        /// The message whose file it is.
+        id: MessageId,
+        /// Where it stands.
+        state: FileHoldState,
+        /// Why it was refused (`refused` only).
+        error: Option<String>,
+    },
     /// The account's settings changed (here or on another device of the account).
     Settings(crate::client::Settings),
     /// Who wrote to this user while this device was away, sent once its bootstrap session is
@@ -138,4 +150,29 @@ pub enum Event {
         /// Messages in all.
         total: u32,
     },
+}
+
+/// Where a sent file stands with the bootstrap ([`Event::FileHold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileHoldState {
+    /// Every receiver was online: nothing is held.
+    NotNeeded,
+    /// The bootstrap is fetching it from this device.
+    Pulling,
+    /// The bootstrap has all of it.
+    Held,
+    /// The bootstrap does not keep it (see the error).
+    Refused,
+}
+
+impl FileHoldState {
+    /// The name used on the RPC interface.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileHoldState::NotNeeded => "not_needed",
+            FileHoldState::Pulling => "pulling",
+            FileHoldState::Held => "held",
+            FileHoldState::Refused => "refused",
+        }
+    }
 }

@@ -238,26 +238,6 @@ enum StoreDone {
         result: Result<Option<StoredMessage>, StoreError>,
         reply: Reply<Result<std::path::PathBuf, crate::error::FetchError>>,
     },
-    /// A resumable download is ready (or not).
-    DownloadBegun {
-        root: confab_protocol::ContentHash,
-        token: u64,
-        result: Result<crate::files::store::Download, String>,
-    },
-    /// A chunk is written (or refused); the download comes back with it.
-    ChunkWritten {
-        root: confab_protocol::ContentHash,
-        token: u64,
-        index: u32,
-        download: Box<crate::files::store::Download>,
-        result: Result<(), crate::files::store::WriteChunkError>,
-    },
-    /// A download is finished and exported (or not).
-    FetchFinished {
-        root: confab_protocol::ContentHash,
-        token: u64,
-        result: Result<std::path::PathBuf, String>,
-    },
     /// A file request is answered (read off the event loop).
     FileServed {
         channel: ResponseChannel<confab_protocol::file::FileResponse>,
@@ -527,10 +507,13 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         settings,
         broadcast_cursor: opened.broadcast_cursor,
         broadcasts_busy: false,
-        blobs,
+        blobs: blobs.clone(),
         serving: 0,
-        fetches: HashMap::new(),
-        file_calls: HashMap::new(),
+        fetcher: crate::files::fetcher::Fetcher::new(blobs.clone()),
+        downloads: HashMap::new(),
+        downloads_dir: config.data_dir.join("downloads"),
+        holds_asked: HashSet::new(),
+        holding: HashMap::new(),
         queued_broadcasts: VecDeque::new(),
         store_ops: FuturesUnordered::new(),
         discovery,
@@ -692,10 +675,16 @@ struct EventLoop {
     blobs: crate::files::store::BlobStore,
     /// File requests being answered now.
     serving: usize,
-    /// Downloads under way, by file root.
-    fetches: HashMap<confab_protocol::ContentHash, fetch::Fetch>,
-    /// This node's file requests on the wire.
-    file_calls: HashMap<OutboundRequestId, fetch::FileCall>,
+    /// Downloads under way.
+    fetcher: crate::files::fetcher::Fetcher,
+    /// What each download under way is for, by file root.
+    downloads: fetch::Downloads,
+    /// Where small files from LAN peers are downloaded automatically.
+    downloads_dir: std::path::PathBuf,
+    /// Sent messages whose file the bootstrap was asked to hold (their deposit follows).
+    holds_asked: HashSet<MessageId>,
+    /// Files the bootstrap is pulling from this device, with the messages that carry them.
+    holding: HashMap<confab_protocol::ContentHash, Vec<MessageId>>,
     /// Broadcasts waiting for a first subscribed peer.
     queued_broadcasts: VecDeque<ChatMessage>,
     store_ops: FuturesUnordered<BoxFuture<'static, StoreDone>>,
@@ -735,6 +724,10 @@ impl EventLoop {
                     self.handle_store_done(done)
                 }
                 Some(found) = self.discovery_rx.recv() => self.handle_discovered(found),
+                work = self.fetcher.next_work() => {
+                    self.fetcher.work_done(&mut self.swarm.behaviour_mut().file, work);
+                    self.drain_fetch_events();
+                }
                 _ = retry.tick() => self.handle_retry(),
                 _ = bootstrap_tick.tick() => self.handle_bootstrap_tick(),
             }
@@ -758,15 +751,22 @@ impl EventLoop {
         Ok(())
     }
 
-    fn emit(&self, mut event: Event) {
+    fn emit(&mut self, mut event: Event) {
         // The account's settings decide whether a message alerts.
         if let Event::Message(m) = &mut event
             && m.notify
         {
             m.notify = self.alerts(&m.conversation);
         }
+        let auto_fetch = match &event {
+            Event::Message(m) => self.auto_fetch_of(m),
+            _ => None,
+        };
         // An error only means nobody is subscribed right now.
         let _ = self.events.send(event);
+        if let Some(auto) = auto_fetch {
+            self.auto_fetch(auto);
+        }
     }
 
     fn run_store_op(&mut self, op: impl Future<Output = StoreDone> + Send + 'static) {
@@ -1105,30 +1105,6 @@ impl EventLoop {
                 result,
                 reply,
             } => self.handle_found_for_fetch(id, dest, result, reply),
-            StoreDone::DownloadBegun {
-                root,
-                token,
-                result,
-            } if self.is_current_fetch(&root, token) => self.handle_download_begun(root, result),
-            StoreDone::ChunkWritten {
-                root,
-                token,
-                index,
-                download,
-                result,
-            } if self.is_current_fetch(&root, token) => {
-                self.handle_chunk_written(root, index, *download, result)
-            }
-            StoreDone::FetchFinished {
-                root,
-                token,
-                result,
-            } if self.is_current_fetch(&root, token) => self.handle_fetch_finished(root, result),
-            // The work of an earlier download of the same file (it ended meanwhile): not this
-            // download's business.
-            StoreDone::DownloadBegun { .. }
-            | StoreDone::ChunkWritten { .. }
-            | StoreDone::FetchFinished { .. } => {}
             StoreDone::FileServed { channel, response } => {
                 self.serving = self.serving.saturating_sub(1);
                 let _ = self

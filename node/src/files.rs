@@ -42,9 +42,7 @@
 //!
 //! Every size limit of this module is a `const` below, in one place.
 
-// Nothing calls into this module yet: the `/confab/file/1` transfer protocol will use it next.
-#![allow(dead_code)]
-
+pub mod fetcher;
 pub mod hashing;
 pub mod media;
 pub mod names;

@@ -39,7 +39,7 @@ mod discovery;
 pub mod error;
 pub mod event;
 mod event_loop;
-pub(crate) mod files;
+pub mod files;
 mod keep_alive;
 mod mailbox;
 pub mod net;
@@ -59,7 +59,7 @@ pub use error::{
     LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError,
     SearchError, SendError, SettingsError, StartError, StoreError,
 };
-pub use event::Event;
+pub use event::{Event, FileHoldState};
 
 /// Starts a node: opens its store, listens, starts discovery, and returns its handle.
 ///

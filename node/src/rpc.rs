@@ -389,6 +389,10 @@ pub fn event_notification(event: &Event) -> Option<Value> {
             "transfer_failed",
             json!({"id": id.to_string(), "error": error}),
         ),
+        Event::FileHold { id, state, error } => (
+            "file_hold",
+            json!({"id": id.to_string(), "state": state.as_str(), "error": error}),
+        ),
         Event::Recalled { id, conversation } => (
             "recalled",
             json!({"id": id.to_string(), "conversation": conversation.to_string()}),

@@ -214,6 +214,30 @@ pub enum BootstrapRequest {
         /// The message.
         id: MessageId,
     },
+    /// The author asks the bootstrap to keep the attachment of its message `id` in
+    /// `conversation` (`user:x` or `group:y`) for receivers who are offline now. If every
+    /// receiver has a device online the answer is [`HoldState::NotNeeded`]; otherwise the
+    /// bootstrap records the hold (within the author's quota and its size limit: `TooLarge`,
+    /// `QuotaExceeded`) and pulls the file over `/confab/file/1` from the author's devices,
+    /// verifying every chunk; [`Notification::FileHeld`] says when it has all of it. It serves
+    /// the file to the receivers until each has reported [`BootstrapRequest::FileReceived`], the
+    /// message is recalled, or the retention time ends. Asking again is harmless.
+    FileHold {
+        /// The conversation, as the author sees it.
+        conversation: String,
+        /// The message that carries the file.
+        id: MessageId,
+        /// The file's root (from the attachment).
+        root: ContentHash,
+        /// Its size in bytes (checked against the hash list when pulled).
+        size: u64,
+    },
+    /// A device of this account has the file `root` complete: the bootstrap no longer keeps it
+    /// for this account. Answered with `Done`.
+    FileReceived {
+        /// The file.
+        root: ContentHash,
+    },
     /// Recent broadcasts the bootstrap kept, after its sequence number `after`, oldest first,
     /// one page (so a device that was away, or is new, has them in its history).
     Broadcasts {
@@ -386,6 +410,8 @@ pub enum ErrorCode {
     MailboxFull,
     /// The server failed; retry later.
     Internal,
+    /// The account's storage quota on the bootstrap (held files) would be exceeded.
+    QuotaExceeded,
     /// A code this version does not know.
     #[serde(other)]
     Unknown,
@@ -405,6 +431,8 @@ pub enum BootstrapResponse {
     },
     /// Done, nothing to return.
     Done,
+    /// Where a [`BootstrapRequest::FileHold`] stands.
+    FileHold(HoldState),
     /// A profile.
     Profile(Profile),
     /// An avatar image.
@@ -566,6 +594,23 @@ impl MailboxEntry {
     }
 }
 
+/// Where a file the author asked the bootstrap to hold stands
+/// ([`BootstrapRequest::FileHold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HoldState {
+    /// Every receiver has a device online: the file goes peer to peer, nothing is held.
+    NotNeeded,
+    /// The bootstrap is pulling the file from the author's devices.
+    Pulling,
+    /// The bootstrap has all of it.
+    Held,
+    /// A state this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
 /// Who sent how many messages while a device was away.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OfflineSummary {
@@ -621,6 +666,12 @@ pub enum Notification {
     Mailbox {
         /// The highest sequence number now.
         last_seq: u64,
+    },
+    /// The bootstrap has all of file `root`, which this account asked it to hold: its
+    /// receivers can fetch it from the bootstrap even when the author's devices are gone.
+    FileHeld {
+        /// The file.
+        root: ContentHash,
     },
     /// A notification this version does not know.
     #[serde(other)]
@@ -756,6 +807,7 @@ impl Wire for BootstrapRequest {
             | Settings
             | Broadcasts { .. }
             | SetDnd { .. }
+            | FileReceived { .. }
             | Unknown => Ok(()),
             Recall {
                 conversation,
@@ -765,7 +817,7 @@ impl Wire for BootstrapRequest {
                 check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)?;
                 check_len("username", author.len(), MAX_USERNAME_CHARS * 4)
             }
-            Delete { conversation, .. } => {
+            Delete { conversation, .. } | FileHold { conversation, .. } => {
                 check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)
             }
             SetMuted { conversation, .. } => {

@@ -51,7 +51,7 @@ use libp2p::PeerId;
 
 use super::groups::membership;
 use super::settings::Address;
-use super::{Outcome, Refusal, Service, check_room, deposited, now_ms};
+use super::{Effect, Outcome, Refusal, Service, check_room, deposited, now_ms};
 use crate::store::Tx;
 
 /// A conversation whose messages are in mailboxes.
@@ -280,11 +280,18 @@ impl Service {
                 };
                 // The user: branch refused any author but the requester.
                 let author = author.unwrap_or_else(|| stamp.by.clone());
-                apply_recall(tx, holders, id, &author, &stamp, max_entries)
+                let written = apply_recall(tx, holders, id, &author, &stamp, max_entries)?;
+                // A recalled message no longer keeps its file for anyone.
+                let dropped = super::files::release_message(tx, &author, &id)?;
+                Ok((written, dropped))
             })
             .await?;
-        let (seq, grown) = written;
-        Ok(deposited(seq, grown))
+        let ((seq, grown), dropped) = written;
+        let mut outcome = deposited(seq, grown);
+        outcome
+            .effects
+            .extend(dropped.map(|root| Effect::DropFile { root }));
+        Ok(outcome)
     }
 
     /// Deletes message `id` of `conversation` from the requester's history on all its devices;

@@ -836,7 +836,7 @@ mod tests {
         let dest = dir.path().join("b.redb");
         std::fs::write(&dest, b"an older backup").unwrap();
         let info = backup(&store, &dest).unwrap();
-        assert_eq!(info.tables, 17);
+        assert_eq!(info.tables, 20);
         // identity + 3 users + 1 device both ways + 2 relation rows + avatar and its count
         assert_eq!(info.entries, 1 + 3 + 2 + 2 + 2);
         assert!(!tmp_path(&dest).exists());

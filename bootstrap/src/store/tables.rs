@@ -54,6 +54,16 @@ pub(crate) const BROADCAST_IDS: TableDefinition<(&[u8], &[u8]), u64> =
 /// that had them were deleted.
 pub(crate) const BROADCAST_SEQ: TableDefinition<&str, u64> =
     TableDefinition::new("broadcast_seq_v1");
+/// `file root -> HoldRecord` (CBOR): files kept for receivers who were offline (see
+/// `store::holds`); the bytes are in the server's blob store.
+pub(crate) const HOLDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("file_holds_v1");
+/// `(author, message id) -> file root`: which hold a message's attachment is in (for recalls);
+/// kept in step with the references in [`HOLDS`].
+pub(crate) const HOLD_REFS: TableDefinition<(&str, &[u8]), &[u8]> =
+    TableDefinition::new("file_hold_refs_v1");
+/// `username -> bytes`: the size of the held files each account is charged for (its quota use).
+pub(crate) const HOLD_USAGE: TableDefinition<&str, u64> =
+    TableDefinition::new("file_hold_usage_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -91,5 +101,8 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(BROADCASTS)?;
     visitor.visit(BROADCAST_IDS)?;
     visitor.visit(BROADCAST_SEQ)?;
+    visitor.visit(HOLDS)?;
+    visitor.visit(HOLD_REFS)?;
+    visitor.visit(HOLD_USAGE)?;
     Ok(())
 }

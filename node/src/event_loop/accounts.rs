@@ -35,6 +35,8 @@ pub(super) enum Caller {
     Bury(Box<super::recall::PendingBury>),
     /// A page of the bootstrap's kept broadcasts.
     Broadcasts { bootstrap: PeerId },
+    /// A report that needs no answer (`FileReceived`): a failure is only logged.
+    Report(&'static str),
 }
 
 /// A request to a bootstrap on the wire.
@@ -101,7 +103,8 @@ fn client_reply(
         | Caller::Group(_)
         | Caller::Settings
         | Caller::Bury(_)
-        | Caller::Broadcasts { .. } => None,
+        | Caller::Broadcasts { .. }
+        | Caller::Report(_) => None,
     }
 }
 
@@ -195,6 +198,11 @@ impl EventLoop {
             Caller::Settings => self.handle_settings_answer(result),
             Caller::Bury(pending) => self.handle_bury_answer(*pending, result),
             Caller::Broadcasts { bootstrap } => self.handle_broadcasts_answer(bootstrap, result),
+            Caller::Report(what) => {
+                if let Err(e) = result {
+                    tracing::debug!("{what} failed: {e:?}");
+                }
+            }
         }
     }
 
@@ -518,6 +526,7 @@ impl EventLoop {
                 self.mailbox.notified(last_seq);
                 self.drive_mailbox();
             }
+            Notification::FileHeld { root } => self.file_held(root),
             other => tracing::debug!("ignoring an unknown notification: {other:?}"),
         }
     }

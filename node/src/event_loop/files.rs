@@ -9,12 +9,10 @@
 use std::path::PathBuf;
 
 use confab_protocol::file::{FileRequest, FileResponse};
-use confab_protocol::limits::MAX_HASH_LIST_PAGE;
 use confab_protocol::{Attachment, AttachmentKind};
 
 use super::*;
 use crate::files::media::{self, Kind};
-use crate::files::store::{BlobStore, HashListError, ReadChunkError};
 
 /// The description of a file for its message (name as the sender has it, kind from content).
 fn describe(
@@ -45,39 +43,6 @@ fn describe(
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         thumbnail: info.thumbnail,
     })
-}
-
-/// The answer to one file request, read from the blob store (blocking).
-fn serve(blobs: &BlobStore, request: FileRequest) -> FileResponse {
-    match request {
-        FileRequest::HashList { root, start } => match blobs.hash_list(&root) {
-            Ok(list) => FileResponse::HashList {
-                size: list.size(),
-                chunk_size: list.chunk_size(),
-                start,
-                hashes: list.page(u64::from(start), MAX_HASH_LIST_PAGE),
-            },
-            Err(HashListError::NotFound) => FileResponse::NotFound,
-            Err(e) => {
-                tracing::warn!("cannot serve the hash list of {root:?}: {e}");
-                FileResponse::NotFound
-            }
-        },
-        FileRequest::Chunk { root, index } => {
-            let mut bytes = Vec::new();
-            match blobs.read_chunk(&root, u64::from(index), &mut bytes) {
-                Ok(()) => FileResponse::Chunk { index, bytes },
-                Err(ReadChunkError::NotFound | ReadChunkError::Missing { .. }) => {
-                    FileResponse::NotFound
-                }
-                Err(e) => {
-                    tracing::warn!("cannot serve chunk {index} of {root:?}: {e}");
-                    FileResponse::NotFound
-                }
-            }
-        }
-        _ => FileResponse::NotFound,
-    }
 }
 
 impl EventLoop {
@@ -133,7 +98,7 @@ impl EventLoop {
                 self.serving += 1;
                 let blobs = self.blobs.clone();
                 self.run_store_op(async move {
-                    let response = tokio::task::spawn_blocking(move || serve(&blobs, request))
+                    let response = tokio::task::spawn_blocking(move || blobs.answer(request))
                         .await
                         .unwrap_or(FileResponse::Busy);
                     StoreDone::FileServed { channel, response }
@@ -146,7 +111,12 @@ impl EventLoop {
                         response,
                     },
                 ..
-            } => self.handle_file_answer(request_id, Ok(response)),
+            } => {
+                let rr = &mut self.swarm.behaviour_mut().file;
+                if self.fetcher.response(rr, request_id, Ok(response)) {
+                    self.drain_fetch_events();
+                }
+            }
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -154,7 +124,10 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!("file request to {peer} failed: {error}");
-                self.handle_file_answer(request_id, Err(()));
+                let rr = &mut self.swarm.behaviour_mut().file;
+                if self.fetcher.response(rr, request_id, Err(())) {
+                    self.drain_fetch_events();
+                }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!("file request from {peer} failed: {error}");

@@ -13,12 +13,15 @@
 //!   conversation, queues a read receipt (durably, in the same transaction) that is deposited
 //!   like a message: into the authors' mailboxes and this account's own.
 
+use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
-    ErrorCode, MailboxEntry, MailboxItem, OfflineSummary, ReceiptState, normalize_username,
+    ErrorCode, HoldState, MailboxEntry, MailboxItem, OfflineSummary, ReceiptState,
+    normalize_username,
 };
 
 use super::accounts::Caller;
 use super::*;
+use crate::event::FileHoldState;
 use crate::mailbox::Action;
 use crate::store::{MailboxCursor, Outbox, PageItem};
 
@@ -36,12 +39,40 @@ pub(super) enum MailboxCall {
         to: String,
         id: MessageId,
     },
+    /// The bootstrap was asked to hold the message's file; the deposit follows the answer.
+    Hold {
+        author: String,
+        to: String,
+        message: Box<ChatMessage>,
+    },
     Receipt {
         author: String,
         to: String,
         key: MessageId,
         ids: Vec<MessageId>,
     },
+}
+
+/// The deposit of `message` (a queue's receiver is a username, or `group:<id>`: no username has
+/// ':').
+fn deposit_request(
+    author: String,
+    to: String,
+    message: Box<ChatMessage>,
+) -> (BootstrapRequest, MailboxCall) {
+    tracing::debug!("depositing {} for {to}", message.id);
+    let id = message.id;
+    let request = match to.strip_prefix("group:") {
+        Some(group) => BootstrapRequest::GroupPost {
+            group: group.to_owned(),
+            message: *message,
+        },
+        None => BootstrapRequest::Deposit {
+            to: to.clone(),
+            message: *message,
+        },
+    };
+    (request, MailboxCall::Deposit { author, to, id })
 }
 
 /// How a mailbox entry is stored here, or `None` (with a log line) if it is unusable: the
@@ -192,21 +223,32 @@ impl EventLoop {
                     to,
                     mut message,
                 } => {
-                    tracing::debug!("depositing {} for {to}", message.id);
                     message.author_cert = Some(cert.clone());
-                    let id = message.id;
-                    // A queue's receiver is a username, or `group:<id>` (no username has ':').
-                    let request = match to.strip_prefix("group:") {
-                        Some(group) => BootstrapRequest::GroupPost {
-                            group: group.to_owned(),
-                            message: *message,
-                        },
-                        None => BootstrapRequest::Deposit {
-                            to: to.clone(),
-                            message: *message,
-                        },
-                    };
-                    (request, MailboxCall::Deposit { author, to, id })
+                    match message.attachment.as_deref() {
+                        // A file goes with it: first ask the bootstrap to hold it for receivers
+                        // who are offline (asked again after a restart: harmless).
+                        Some(file) if !self.holds_asked.contains(&message.id) => {
+                            let conversation = match to.starts_with("group:") {
+                                true => to.clone(),
+                                false => format!("user:{to}"),
+                            };
+                            let request = BootstrapRequest::FileHold {
+                                conversation,
+                                id: message.id,
+                                root: file.hash,
+                                size: file.size,
+                            };
+                            (
+                                request,
+                                MailboxCall::Hold {
+                                    author,
+                                    to,
+                                    message,
+                                },
+                            )
+                        }
+                        _ => deposit_request(author, to, message),
+                    }
                 }
                 Action::Receipt {
                     author,
@@ -228,6 +270,79 @@ impl EventLoop {
                 ),
             };
             self.send_call(peer, request, Caller::Mailbox(call));
+        }
+    }
+
+    /// The bootstrap answered a `FileHold`: report it, then deposit the message.
+    fn handle_hold_answer(
+        &mut self,
+        author: String,
+        to: String,
+        message: Box<ChatMessage>,
+        result: Result<BootstrapResponse, CallError>,
+    ) {
+        let id = message.id;
+        let root = message.attachment.as_ref().map(|a| a.hash);
+        let (state, error) = match result {
+            Ok(BootstrapResponse::FileHold(state)) => match state {
+                HoldState::NotNeeded => (FileHoldState::NotNeeded, None),
+                HoldState::Held => (FileHoldState::Held, None),
+                _ => (FileHoldState::Pulling, None),
+            },
+            Err(CallError::Refused {
+                code:
+                    code @ (ErrorCode::TooLarge
+                    | ErrorCode::QuotaExceeded
+                    | ErrorCode::Invalid
+                    | ErrorCode::NotFound
+                    | ErrorCode::UnknownUser
+                    | ErrorCode::NotAllowed),
+                message: text,
+                ..
+            }) => {
+                tracing::warn!("the bootstrap does not hold the file of {id} ({code:?}: {text})");
+                (FileHoldState::Refused, Some(text))
+            }
+            other => {
+                tracing::debug!(
+                    "file hold for {id} failed ({}); will retry",
+                    describe(&other)
+                );
+                self.mailbox
+                    .deposit_failed(&author, &to, id, Instant::now());
+                return;
+            }
+        };
+        self.holds_asked.insert(id);
+        if let (FileHoldState::Pulling, Some(root)) = (state, root)
+            && (self.holding.len() < MAX_HOLDS_WATCHED || self.holding.contains_key(&root))
+        {
+            self.holding.entry(root).or_default().push(id);
+        }
+        self.emit(Event::FileHold { id, state, error });
+        let target = self
+            .session
+            .as_ref()
+            .and_then(|s| self.bootstraps.target(Some(&s.bootstrap)));
+        match target {
+            Some(peer) => {
+                let (request, call) = deposit_request(author, to, message);
+                self.send_call(peer, request, Caller::Mailbox(call));
+            }
+            None => self
+                .mailbox
+                .deposit_failed(&author, &to, id, Instant::now()),
+        }
+    }
+
+    /// The bootstrap has all of a file this account asked it to hold.
+    pub(super) fn file_held(&mut self, root: ContentHash) {
+        for id in self.holding.remove(&root).unwrap_or_default() {
+            self.emit(Event::FileHold {
+                id,
+                state: FileHoldState::Held,
+                error: None,
+            });
         }
     }
 
@@ -259,6 +374,11 @@ impl EventLoop {
                     self.mailbox.sync_failed(epoch, now);
                 }
             },
+            MailboxCall::Hold {
+                author,
+                to,
+                message,
+            } => self.handle_hold_answer(author, to, message, result),
             MailboxCall::Deposit { author, to, id } => match result {
                 Ok(BootstrapResponse::Deposited { seq }) => {
                     tracing::debug!("{id} for {to} is in the mailbox (seq {seq} of {author})");
@@ -390,6 +510,7 @@ impl EventLoop {
     /// Takes a settled deposit out of the outbox and says how it ended (unless it got further
     /// already: a message delivered directly stays `delivered`).
     fn finish_deposit(&mut self, id: MessageId, state: DeliveryState) {
+        self.holds_asked.remove(&id);
         let store = self.store.clone();
         let author = self.local_peer.to_base58();
         let events = self.events.clone();

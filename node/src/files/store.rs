@@ -42,6 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use confab_protocol::ContentHash;
+use confab_protocol::file::{FileRequest, FileResponse};
+use confab_protocol::limits::MAX_HASH_LIST_PAGE;
 
 use super::hashing::{
     self, ChunkError, ChunkHasher, DecodeError, HASH_LEN, HASH_LIST_HEADER_LEN, HashFileError,
@@ -595,6 +597,43 @@ impl BlobStore {
         }
         self.sync_dir()?;
         Ok(())
+    }
+
+    /// The answer to one `/confab/file/1` request from what this store has complete (a file
+    /// not here, or a chunk not verified yet, is `NotFound`; disk errors are logged and answered
+    /// `NotFound` too).
+    ///
+    /// Blocking: run it in `tokio::task::spawn_blocking`.
+    pub fn answer(&self, request: FileRequest) -> FileResponse {
+        match request {
+            FileRequest::HashList { root, start } => match self.hash_list(&root) {
+                Ok(list) => FileResponse::HashList {
+                    size: list.size(),
+                    chunk_size: list.chunk_size(),
+                    start,
+                    hashes: list.page(u64::from(start), MAX_HASH_LIST_PAGE),
+                },
+                Err(HashListError::NotFound) => FileResponse::NotFound,
+                Err(e) => {
+                    tracing::warn!("cannot serve the hash list of {root:?}: {e}");
+                    FileResponse::NotFound
+                }
+            },
+            FileRequest::Chunk { root, index } => {
+                let mut bytes = Vec::new();
+                match self.read_chunk(&root, u64::from(index), &mut bytes) {
+                    Ok(()) => FileResponse::Chunk { index, bytes },
+                    Err(ReadChunkError::NotFound | ReadChunkError::Missing { .. }) => {
+                        FileResponse::NotFound
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot serve chunk {index} of {root:?}: {e}");
+                        FileResponse::NotFound
+                    }
+                }
+            }
+            _ => FileResponse::NotFound,
+        }
     }
 
     /// `<dir>/<root>` or `<dir>/<root>.<ext>`.

@@ -189,6 +189,7 @@ pub(crate) enum DropReason {
 
 impl DropReason {
     /// Whether the source is banned from this transfer for good.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_ban(&self) -> bool {
         !matches!(self, DropReason::NoHashList)
     }
@@ -435,6 +436,7 @@ impl Transfer {
     /// A transfer whose hash list is already had — a partial download resumed after a restart,
     /// with the list from the store (which verified it against `root`). It starts waiting for
     /// [`Transfer::set_missing`].
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn with_hash_list(root: ContentHash, list: &HashList, limits: Limits) -> Self {
         let mut transfer = Self::with_limits(root, list.size(), limits);
         transfer.list_ready(list);
@@ -442,6 +444,7 @@ impl Transfer {
     }
 
     /// The file's root.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn root(&self) -> &ContentHash {
         &self.root
     }
@@ -465,16 +468,19 @@ impl Transfer {
     }
 
     /// The sources, in the order they were added.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn sources(&self) -> impl Iterator<Item = &PeerId> + '_ {
         self.sources.iter().map(|s| &s.peer)
     }
 
     /// Requests on the wire.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn in_flight(&self) -> usize {
         self.requests.len()
     }
 
     /// Requests waiting on `peer`.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn in_flight_to(&self, peer: &PeerId) -> usize {
         self.source(peer).map_or(0, |s| s.in_flight)
     }
@@ -482,6 +488,7 @@ impl Transfer {
     /// The next time [`Transfer::poll`] has something to do without any input: a request's
     /// deadline, the end of a back-off, a `NotFound` to forget. `None` if only an input can
     /// change anything.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if matches!(self.phase, Phase::Complete) {
             return None;
