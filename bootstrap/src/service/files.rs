@@ -374,3 +374,178 @@ fn receivers_of(tx: &Tx, author: &str, conversation: &str) -> Result<Vec<String>
         "files are held for user: and group: conversations only",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::tests::{PW, code, reg, service};
+    use confab_protocol::ChatMessage;
+    use confab_protocol::bootstrap::{BootstrapRequest as R, ErrorCode as E};
+
+    fn hold(conversation: &str, id: MessageId, root: ContentHash, size: u64) -> R {
+        R::FileHold {
+            conversation: conversation.into(),
+            id,
+            root,
+            size,
+        }
+    }
+
+    fn answer(out: &Outcome) -> HoldState {
+        match out.response {
+            BootstrapResponse::FileHold(state) => state,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn files_are_held_for_offline_receivers_within_limits_until_received() {
+        let (s, _dir, _key) = service().await;
+        let s = s.with_file_limits(FileLimits {
+            max_size: 1000,
+            quota: 1500,
+            retention: Duration::from_secs(3600),
+        });
+        let (ann, ben, cal) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for (device, user) in [(ann, "ann"), (ben, "ben"), (cal, "cal")] {
+            s.handle(device, None, reg(user, PW)).await;
+        }
+        s.presence.device_online(ben, "ben");
+        let usage = |user: &str| s.store.read(|tx| tx.hold_usage(user)).unwrap();
+        let r1 = ContentHash([1; 32]);
+
+        // Ben is online: nothing is held for him.
+        let out = s.handle(ann, None, hold("user:ben", MessageId::random(), r1, 600)).await;
+        assert_eq!((answer(&out), out.effects.len()), (HoldState::NotNeeded, 0));
+
+        // Cal is offline: held, charged to ann, pulled from her devices; asking again is the
+        // same answer and no second charge.
+        let m1 = MessageId::random();
+        let out = s.handle(ann, None, hold("user:Cal", m1, r1, 600)).await;
+        assert_eq!(answer(&out), HoldState::Pulling);
+        let pull = Effect::PullFile {
+            root: r1,
+            size: 600,
+            from: "ann".into(),
+        };
+        assert_eq!(out.effects, [pull.clone()]);
+        let again = s.handle(ann, None, hold("user:cal", m1, r1, 600)).await;
+        assert_eq!((answer(&again), again.effects), (HoldState::Pulling, vec![pull]));
+        assert_eq!(usage("ann"), 600);
+        // The same file in another message is the same hold, charged once.
+        let m2 = MessageId::random();
+        let out = s.handle(ann, None, hold("user:cal", m2, r1, 600)).await;
+        assert_eq!(answer(&out), HoldState::Pulling);
+        assert_eq!(usage("ann"), 600);
+
+        // Limits, clearly refused: the size limit, then the quota.
+        let r2 = ContentHash([2; 32]);
+        let out = s.handle(ann, None, hold("user:cal", MessageId::random(), r2, 1001)).await;
+        assert_eq!(code(&out), Some(E::TooLarge), "{out:?}");
+        let out = s.handle(ann, None, hold("user:cal", MessageId::random(), r2, 1000)).await;
+        assert_eq!(code(&out), Some(E::QuotaExceeded), "{out:?}");
+        assert!(format!("{:?}", out.response).contains("quota"));
+        // Bad requests: a stranger, an unknown user, a group ann is not in, another kind of
+        // conversation, another file for the same message, a wrong size for a known file.
+        for (device, request, want) in [
+            (PeerId::random(), hold("user:cal", MessageId::random(), r2, 1), E::NotLoggedIn),
+            (ann, hold("user:nobody", MessageId::random(), r2, 1), E::UnknownUser),
+            (ann, hold("group:nope", MessageId::random(), r2, 1), E::NotFound),
+            (ann, hold("broadcast", MessageId::random(), r2, 1), E::Invalid),
+            (ann, hold("user:cal", m1, r2, 1), E::Invalid),
+            (ann, hold("user:cal", MessageId::random(), r1, 5), E::Invalid),
+        ] {
+            let out = s.handle(device, None, request).await;
+            assert_eq!(code(&out), Some(want), "{out:?}");
+        }
+
+        // Not served before it is complete; then to its receiver and author only.
+        s.presence.device_online(cal, "cal");
+        s.presence.device_online(ann, "ann");
+        assert!(!s.may_fetch_blocking(&cal, &r1));
+        let effects = s.file_pulled(r1).await.unwrap();
+        assert_eq!(
+            effects,
+            [Effect::Notify {
+                user: "ann".into(),
+                note: Notification::FileHeld { root: r1 },
+            }]
+        );
+        assert!(s.may_fetch_blocking(&cal, &r1) && s.may_fetch_blocking(&ann, &r1));
+        assert!(!s.may_fetch_blocking(&ben, &r1), "ben was online: not a receiver");
+        let again = s.handle(ann, None, hold("user:cal", m1, r1, 600)).await;
+        assert_eq!((answer(&again), again.effects.len()), (HoldState::Held, 0));
+
+        // A report from someone not waiting changes nothing; cal's ends both messages' waits,
+        // so the hold ends: its bytes go and ann's quota comes back.
+        let out = s.handle(ben, None, R::FileReceived { root: r1 }).await;
+        assert_eq!((out.response, out.effects.len()), (BootstrapResponse::Done, 0));
+        let out = s.handle(cal, None, R::FileReceived { root: r1 }).await;
+        assert_eq!(out.effects, [Effect::DropFile { root: r1 }]);
+        assert_eq!(usage("ann"), 0);
+        assert!(!s.may_fetch_blocking(&cal, &r1));
+        assert_eq!(s.store.read(|tx| tx.hold_of_message("ann", &m2)).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn recalls_and_retention_end_holds() {
+        let (s, _dir, _key) = service().await;
+        let (ann, cal) = (PeerId::random(), PeerId::random());
+        for (device, user) in [(ann, "ann"), (cal, "cal")] {
+            s.handle(device, None, reg(user, PW)).await;
+        }
+        let usage = |user: &str| s.store.read(|tx| tx.hold_usage(user)).unwrap();
+        // A group: cal (offline) is a member, so a file posted there is held for cal.
+        let out = s
+            .handle(
+                ann,
+                None,
+                R::GroupCreate {
+                    name: "g".into(),
+                    members: vec!["cal".into()],
+                },
+            )
+            .await;
+        let BootstrapResponse::Group(roster) = out.response else {
+            panic!("{out:?}")
+        };
+        let group = format!("group:{}", roster.group);
+        let (r1, r2) = (ContentHash([1; 32]), ContentHash([2; 32]));
+        let mut message = ChatMessage::text("ann", "a file", 1);
+        let out = s.handle(ann, None, hold(&group, message.id, r1, 10)).await;
+        assert_eq!(answer(&out), HoldState::Pulling);
+        let post = R::GroupPost {
+            group: roster.group.to_string(),
+            message: message.clone(),
+        };
+        assert!(matches!(
+            s.handle(ann, None, post).await.response,
+            BootstrapResponse::Deposited { .. }
+        ));
+        // Recalled: the hold ends at once.
+        let out = s
+            .handle(
+                ann,
+                None,
+                R::Recall {
+                    conversation: group.clone(),
+                    id: message.id,
+                    author: "ann".into(),
+                },
+            )
+            .await;
+        assert!(out.effects.contains(&Effect::DropFile { root: r1 }), "{out:?}");
+        assert_eq!(usage("ann"), 0);
+
+        // Retention: a hold past its time is deleted whoever still waits.
+        message.id = MessageId::random();
+        let out = s.handle(ann, None, hold("user:cal", message.id, r2, 20)).await;
+        assert_eq!(answer(&out), HoldState::Pulling);
+        assert_eq!(usage("ann"), 20);
+        assert_eq!(s.expire_holds_blocking(now_ms()).unwrap(), []);
+        let later = now_ms() + 15 * 24 * 3600 * 1000;
+        assert_eq!(s.expire_holds_blocking(later).unwrap(), [r2]);
+        assert_eq!(usage("ann"), 0);
+        assert_eq!(s.store.read(|tx| tx.hold(&r2)).unwrap(), None);
+    }
+}
