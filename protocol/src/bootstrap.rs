@@ -432,7 +432,10 @@ pub enum BootstrapResponse {
     /// Done, nothing to return.
     Done,
     /// Where a [`BootstrapRequest::FileHold`] stands.
-    FileHold(HoldState),
+    FileHold {
+        /// Where it stands.
+        state: HoldState,
+    },
     /// A profile.
     Profile(Profile),
     /// An avatar image.
@@ -849,6 +852,38 @@ impl Wire for NotifyAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_hold_frames_round_trip() {
+        use crate::codec::{decode, encode};
+        let root = ContentHash([4; 32]);
+        for request in [
+            BootstrapRequest::FileHold {
+                conversation: "user:bob".into(),
+                id: MessageId::random(),
+                root,
+                size: 7,
+            },
+            BootstrapRequest::FileReceived { root },
+        ] {
+            assert_eq!(
+                decode::<BootstrapRequest>(&encode(&request).unwrap()).unwrap(),
+                request
+            );
+        }
+        for state in [HoldState::NotNeeded, HoldState::Pulling, HoldState::Held] {
+            let response = BootstrapResponse::FileHold { state };
+            assert_eq!(
+                decode::<BootstrapResponse>(&encode(&response).unwrap()).unwrap(),
+                response
+            );
+        }
+        let note = Notification::FileHeld { root };
+        assert_eq!(
+            decode::<Notification>(&encode(&note).unwrap()).unwrap(),
+            note
+        );
+    }
 
     #[test]
     fn usernames_are_normalised_and_checked() {

@@ -412,3 +412,21 @@ pub mod raw {
         .expect("an answer or a failure")
     }
 }
+
+pub mod files {
+    //! Files for the transfer tests.
+
+    use std::path::Path;
+
+    /// Writes `mib` MiB of random bytes to `path`, one MiB at a time.
+    pub fn random_file(path: &Path, mib: usize) {
+        use rand::RngCore;
+        use std::io::Write;
+        let mut file = std::fs::File::create(path).unwrap();
+        let mut piece = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            rand::rng().fill_bytes(&mut piece);
+            file.write_all(&piece).unwrap();
+        }
+    }
+}

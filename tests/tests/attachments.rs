@@ -10,6 +10,7 @@ use confab_protocol::{
     encode,
 };
 use confab_tests::chat::expect;
+use confab_tests::files::random_file;
 use confab_tests::raw::{exchange, raw_swarm};
 use confab_tests::rpc::Rpc;
 use libp2p::{Multiaddr, PeerId};
@@ -21,18 +22,6 @@ async fn start_node(dir: &std::path::Path) -> Result<confab_node::Client, confab
     config.mdns = false;
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     confab_node::start(config).await
-}
-
-/// Writes `mib` MiB of random bytes to `path`, one MiB at a time.
-fn random_file(path: &std::path::Path, mib: usize) {
-    use rand::RngCore;
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    let mut piece = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        rand::rng().fill_bytes(&mut piece);
-        file.write_all(&piece).unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,7 +232,7 @@ impl Service {
             Vec::new()
         };
         Ok(Outcome {
-            response: BootstrapResponse::FileHold(state),
+            response: BootstrapResponse::FileHold { state },
             effects,
         })
     }
@@ -393,7 +393,7 @@ mod tests {
 
     fn answer(out: &Outcome) -> HoldState {
         match out.response {
-            BootstrapResponse::FileHold(state) => state,
+            BootstrapResponse::FileHold { state } => state,
             ref other => panic!("{other:?}"),
         }
     }
@@ -415,7 +415,9 @@ mod tests {
         let r1 = ContentHash([1; 32]);
 
         // Ben is online: nothing is held for him.
-        let out = s.handle(ann, None, hold("user:ben", MessageId::random(), r1, 600)).await;
+        let out = s
+            .handle(ann, None, hold("user:ben", MessageId::random(), r1, 600))
+            .await;
         assert_eq!((answer(&out), out.effects.len()), (HoldState::NotNeeded, 0));
 
         // Cal is offline: held, charged to ann, pulled from her devices; asking again is the
@@ -430,7 +432,10 @@ mod tests {
         };
         assert_eq!(out.effects, [pull.clone()]);
         let again = s.handle(ann, None, hold("user:cal", m1, r1, 600)).await;
-        assert_eq!((answer(&again), again.effects), (HoldState::Pulling, vec![pull]));
+        assert_eq!(
+            (answer(&again), again.effects),
+            (HoldState::Pulling, vec![pull])
+        );
         assert_eq!(usage("ann"), 600);
         // The same file in another message is the same hold, charged once.
         let m2 = MessageId::random();
@@ -440,20 +445,44 @@ mod tests {
 
         // Limits, clearly refused: the size limit, then the quota.
         let r2 = ContentHash([2; 32]);
-        let out = s.handle(ann, None, hold("user:cal", MessageId::random(), r2, 1001)).await;
+        let out = s
+            .handle(ann, None, hold("user:cal", MessageId::random(), r2, 1001))
+            .await;
         assert_eq!(code(&out), Some(E::TooLarge), "{out:?}");
-        let out = s.handle(ann, None, hold("user:cal", MessageId::random(), r2, 1000)).await;
+        let out = s
+            .handle(ann, None, hold("user:cal", MessageId::random(), r2, 1000))
+            .await;
         assert_eq!(code(&out), Some(E::QuotaExceeded), "{out:?}");
         assert!(format!("{:?}", out.response).contains("quota"));
         // Bad requests: a stranger, an unknown user, a group ann is not in, another kind of
         // conversation, another file for the same message, a wrong size for a known file.
         for (device, request, want) in [
-            (PeerId::random(), hold("user:cal", MessageId::random(), r2, 1), E::NotLoggedIn),
-            (ann, hold("user:nobody", MessageId::random(), r2, 1), E::UnknownUser),
-            (ann, hold("group:nope", MessageId::random(), r2, 1), E::NotFound),
-            (ann, hold("broadcast", MessageId::random(), r2, 1), E::Invalid),
+            (
+                PeerId::random(),
+                hold("user:cal", MessageId::random(), r2, 1),
+                E::NotLoggedIn,
+            ),
+            (
+                ann,
+                hold("user:nobody", MessageId::random(), r2, 1),
+                E::UnknownUser,
+            ),
+            (
+                ann,
+                hold("group:nope", MessageId::random(), r2, 1),
+                E::NotFound,
+            ),
+            (
+                ann,
+                hold("broadcast", MessageId::random(), r2, 1),
+                E::Invalid,
+            ),
             (ann, hold("user:cal", m1, r2, 1), E::Invalid),
-            (ann, hold("user:cal", MessageId::random(), r1, 5), E::Invalid),
+            (
+                ann,
+                hold("user:cal", MessageId::random(), r1, 5),
+                E::Invalid,
+            ),
         ] {
             let out = s.handle(device, None, request).await;
             assert_eq!(code(&out), Some(want), "{out:?}");
@@ -472,19 +501,28 @@ mod tests {
             }]
         );
         assert!(s.may_fetch_blocking(&cal, &r1) && s.may_fetch_blocking(&ann, &r1));
-        assert!(!s.may_fetch_blocking(&ben, &r1), "ben was online: not a receiver");
+        assert!(
+            !s.may_fetch_blocking(&ben, &r1),
+            "ben was online: not a receiver"
+        );
         let again = s.handle(ann, None, hold("user:cal", m1, r1, 600)).await;
         assert_eq!((answer(&again), again.effects.len()), (HoldState::Held, 0));
 
         // A report from someone not waiting changes nothing; cal's ends both messages' waits,
         // so the hold ends: its bytes go and ann's quota comes back.
         let out = s.handle(ben, None, R::FileReceived { root: r1 }).await;
-        assert_eq!((out.response, out.effects.len()), (BootstrapResponse::Done, 0));
+        assert_eq!(
+            (out.response, out.effects.len()),
+            (BootstrapResponse::Done, 0)
+        );
         let out = s.handle(cal, None, R::FileReceived { root: r1 }).await;
         assert_eq!(out.effects, [Effect::DropFile { root: r1 }]);
         assert_eq!(usage("ann"), 0);
         assert!(!s.may_fetch_blocking(&cal, &r1));
-        assert_eq!(s.store.read(|tx| tx.hold_of_message("ann", &m2)).unwrap(), None);
+        assert_eq!(
+            s.store.read(|tx| tx.hold_of_message("ann", &m2)).unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
@@ -534,12 +572,17 @@ mod tests {
                 },
             )
             .await;
-        assert!(out.effects.contains(&Effect::DropFile { root: r1 }), "{out:?}");
+        assert!(
+            out.effects.contains(&Effect::DropFile { root: r1 }),
+            "{out:?}"
+        );
         assert_eq!(usage("ann"), 0);
 
         // Retention: a hold past its time is deleted whoever still waits.
         message.id = MessageId::random();
-        let out = s.handle(ann, None, hold("user:cal", message.id, r2, 20)).await;
+        let out = s
+            .handle(ann, None, hold("user:cal", message.id, r2, 20))
+            .await;
         assert_eq!(answer(&out), HoldState::Pulling);
         assert_eq!(usage("ann"), 20);
         assert_eq!(s.expire_holds_blocking(now_ms()).unwrap(), []);

@@ -284,7 +284,7 @@ impl EventLoop {
         let id = message.id;
         let root = message.attachment.as_ref().map(|a| a.hash);
         let (state, error) = match result {
-            Ok(BootstrapResponse::FileHold(state)) => match state {
+            Ok(BootstrapResponse::FileHold { state }) => match state {
                 HoldState::NotNeeded => (FileHoldState::NotNeeded, None),
                 HoldState::Held => (FileHoldState::Held, None),
                 _ => (FileHoldState::Pulling, None),
