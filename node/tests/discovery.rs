@@ -1,5 +1,6 @@
 //! mDNS discovery end to end: two `confab rpc` processes, each in a network namespace of its own
-//! joined by a veth pair, find each other over mDNS, connect, and exchange a direct message.
+//! joined by a veth pair, find each other over mDNS, connect, and exchange direct messages and a
+//! small file (downloaded at once, as small files from LAN peers are).
 //!
 //! mDNS never runs on a real interface here: the namespaces (and the 10.x.y.0/24 addresses on the
 //! veth ends) exist only for the duration of the test and are deleted by a drop guard, also when
@@ -126,6 +127,23 @@ fn two_nodes_in_namespaces_find_each_other_over_mdns_and_chat() {
     let got = ann.wait_for("message", |m| m["id"] == id && m["notify"] == true);
     assert_eq!(got["from"]["peer_id"], ben_id.as_str());
     assert_eq!(got["text"], "hello back");
+
+    // A small file from a peer on the LAN downloads at once, without a `fetch_file`, into the
+    // receiver's downloads directory.
+    let small = tmp.path().join("notes.txt");
+    let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&small, &content).unwrap();
+    let file_id = ann.call(
+        "send",
+        json!({"to": format!("peer:{ben_id}"), "file": small.display().to_string()}),
+    )["id"]
+        .clone();
+    let got = ben.wait_for("message", |m| m["id"] == file_id);
+    assert_eq!(got["attachment"]["name"], "notes.txt");
+    let done = ben.wait_for("transfer_complete", |t| t["id"] == file_id);
+    let path = std::path::PathBuf::from(done["path"].as_str().unwrap());
+    assert!(path.starts_with(tmp.path().join("ben").join("downloads")), "{path:?}");
+    assert!(std::fs::read(&path).unwrap() == content, "the file differs");
 
     let history = ann.call("history", json!({"with": format!("peer:{ben_id}")}));
     let texts: Vec<&str> = history
