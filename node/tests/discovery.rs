@@ -142,7 +142,10 @@ fn two_nodes_in_namespaces_find_each_other_over_mdns_and_chat() {
     assert_eq!(got["attachment"]["name"], "notes.txt");
     let done = ben.wait_for("transfer_complete", |t| t["id"] == file_id);
     let path = std::path::PathBuf::from(done["path"].as_str().unwrap());
-    assert!(path.starts_with(tmp.path().join("ben").join("downloads")), "{path:?}");
+    assert!(
+        path.starts_with(tmp.path().join("ben").join("downloads")),
+        "{path:?}"
+    );
     assert!(std::fs::read(&path).unwrap() == content, "the file differs");
 
     let history = ann.call("history", json!({"with": format!("peer:{ben_id}")}));

@@ -12,6 +12,7 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, Swarm, identity};
 use rand::RngCore;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 
@@ -206,7 +207,106 @@ async fn wait_for_message(events: &mut broadcast::Receiver<Event>, id: MessageId
     .context("the file's message never arrived")?
 }
 
-/// The send_file and fetch_file rows of one transport.
+/// The sender side, run as a child process of its own (so each side's peak RSS is its own):
+/// `bench-files --sender-child <listen> <dir> <file> <receiver addr>`. It starts a node, dials
+/// the receiver, `send_file`s the file to it and prints `SENT <id> <import seconds> <import peak
+/// RSS MiB>`; then it serves the file until a line (or EOF) on stdin, prints `PEAK <serving peak
+/// RSS MiB>` and stops.
+async fn sender_child(args: &[String]) -> Result<()> {
+    let [listen, dir, file, receiver_addr] = args else {
+        bail!("usage: --sender-child <listen> <dir> <file> <receiver addr>");
+    };
+    let sender = node(Path::new(dir), "sender", listen).await?;
+    let result = async {
+        let receiver_id = timeout(STEP_TIMEOUT, sender.dial(receiver_addr))
+            .await
+            .context("dialling the receiver timed out")??;
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let id = timeout(
+            TRANSFER_TIMEOUT,
+            sender.send_file(&Conversation::Peer(receiver_id), Path::new(file), None),
+        )
+        .await
+        .context("send_file timed out")??;
+        let import = t0.elapsed();
+        let import_peak = peak_rss_mib().unwrap_or(f64::NAN);
+        println!("SENT {id} {} {import_peak:.1}", import.as_secs_f64());
+        reset_peak_rss();
+        let mut line = String::new();
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        timeout(TRANSFER_TIMEOUT, stdin.read_line(&mut line))
+            .await
+            .context("never told to stop")??;
+        println!("PEAK {:.1}", peak_rss_mib().unwrap_or(f64::NAN));
+        Ok(())
+    }
+    .await;
+    shutdown(&sender).await?;
+    result
+}
+
+/// The sender child of one transport.
+struct SenderChild {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SenderChild {
+    fn spawn(listen: &str, dir: &Path, file: &Path, receiver_addr: &str) -> Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--sender-child")
+            .arg(listen)
+            .arg(dir)
+            .arg(file)
+            .arg(receiver_addr)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the sender process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        Ok(Self {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next line starting with `tag`, split into its fields after the tag.
+    async fn expect(&mut self, tag: &str, within: Duration) -> Result<Vec<String>> {
+        timeout(within, async {
+            loop {
+                let Some(line) = self.lines.next_line().await? else {
+                    bail!("the sender process ended before {tag}");
+                };
+                if let Some(rest) = line.strip_prefix(tag) {
+                    return Ok(rest.split_whitespace().map(str::to_owned).collect());
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("no {tag} from the sender process"))?
+    }
+
+    /// Tells it to stop; returns its serving peak RSS (MiB).
+    async fn stop(mut self) -> Result<f64> {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            stdin.write_all(b"stop\n").await?;
+        }
+        let peak = self.expect("PEAK", STEP_TIMEOUT).await?;
+        let status = timeout(STEP_TIMEOUT, self.child.wait())
+            .await
+            .context("the sender process did not exit")??;
+        ensure!(status.success(), "the sender process exited with {status}");
+        Ok(peak
+            .first()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(f64::NAN))
+    }
+}
+
+/// The send_file and fetch_file rows of one transport: the receiver in this process, the sender
+/// in a child process.
 async fn confab_rows(transport: &'static str, listen: &str, mib: u64) -> Result<Vec<Row>> {
     let work = tempfile::tempdir()?;
     let source = work.path().join("random.bin");
@@ -221,17 +321,11 @@ async fn confab_rows(transport: &'static str, listen: &str, mib: u64) -> Result<
     };
 
     let (sender_dir, receiver_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let sender = node(sender_dir.path(), "sender", listen).await?;
-    let receiver = match node(receiver_dir.path(), "receiver", listen).await {
-        Ok(r) => r,
-        Err(e) => {
-            shutdown(&sender).await?;
-            return Err(e);
-        }
-    };
+    let receiver = node(receiver_dir.path(), "receiver", listen).await?;
     let result = transfer(
         transport,
-        &sender,
+        listen,
+        sender_dir.path(),
         &receiver,
         &source,
         source_hash,
@@ -239,47 +333,42 @@ async fn confab_rows(transport: &'static str, listen: &str, mib: u64) -> Result<
         mib,
     )
     .await;
-    let stop_sender = shutdown(&sender).await;
     let stop_receiver = shutdown(&receiver).await;
     let rows = result?;
-    stop_sender?;
     stop_receiver?;
     Ok(rows)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn transfer(
     transport: &'static str,
-    sender: &Client,
+    listen: &str,
+    sender_dir: &Path,
     receiver: &Client,
     source: &Path,
     source_hash: blake3::Hash,
     work: &Path,
     mib: u64,
 ) -> Result<Vec<Row>> {
-    let receiver_addr = receiver
-        .whoami()
-        .await?
+    let me = receiver.whoami().await?;
+    let receiver_addr = me
         .listen_addrs
         .into_iter()
         .next()
         .context("the receiver listens nowhere")?;
-    let receiver_id = timeout(STEP_TIMEOUT, sender.dial(&receiver_addr))
-        .await
-        .context("dialling the receiver timed out")??;
     let mut events = receiver.subscribe();
 
-    eprintln!("{transport}: send_file");
-    let t0 = Instant::now();
-    let (id, import_rss) = with_rss(timeout(
-        TRANSFER_TIMEOUT,
-        sender.send_file(&Conversation::Peer(receiver_id), source, None),
-    ))
-    .await;
-    let id = id.context("send_file timed out")??;
-    let import = t0.elapsed();
+    eprintln!("{transport}: send_file (sender process)");
+    let mut sender = SenderChild::spawn(listen, sender_dir, source, &receiver_addr)?;
+    let sent = sender.expect("SENT", TRANSFER_TIMEOUT).await?;
+    let [id, import_secs, import_peak] = sent.as_slice() else {
+        bail!("a bad SENT line: {sent:?}");
+    };
+    let id: MessageId = id.parse().map_err(|e| anyhow!("a bad message id: {e:?}"))?;
+    let import = Duration::from_secs_f64(import_secs.parse()?);
     let mut rows = vec![{
         let mut row = Row::new(transport, "confab `send_file` (import)", mib, import);
-        row.rss = import_rss;
+        row.rss = format!("sender {import_peak}");
         row.notes = "hashing + copy into the sender's blob store; from call to return".into();
         row
     }];
@@ -304,6 +393,7 @@ async fn transfer(
     let (fetched, fetch_rss) =
         with_rss(timeout(TRANSFER_TIMEOUT, receiver.fetch_file(id, &dest))).await;
     let elapsed = t0.elapsed();
+    let sender_peak = sender.stop().await?;
     let progress_events = timeout(Duration::from_secs(2), progress)
         .await
         .ok()
@@ -315,7 +405,7 @@ async fn transfer(
     };
     let identical = fetched_hash == source_hash;
     let mut row = Row::new(transport, "confab `fetch_file`", mib, elapsed);
-    row.rss = fetch_rss;
+    row.rss = format!("receiver {fetch_rss}; sender {sender_peak:.0}");
     row.notes = format!(
         "from call to return; BLAKE3 {}; {} `TransferProgress` events",
         if identical {
@@ -501,6 +591,10 @@ async fn raw_row(transport: &'static str, listen: &str, mib: u64) -> Result<Row>
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--sender-child") {
+        return sender_child(&argv[2..]).await;
+    }
     let args = Args::parse();
     let mib = args.size_mib;
     eprintln!("load average at start: {}", load_average());
@@ -529,7 +623,7 @@ async fn main() -> Result<()> {
     }
 
     println!(
-        "| Transport | What | MiB | Time (s) | MiB/s | Ratio confab/raw | Peak RSS MiB (before → after) | Notes |"
+        "| Transport | What | MiB | Time (s) | MiB/s | Ratio confab/raw | Peak RSS MiB | Notes |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---|");
     for row in &rows {
@@ -537,7 +631,7 @@ async fn main() -> Result<()> {
     }
     println!();
     println!(
-        "- peak RSS is `VmHWM` of this one process, which holds both nodes (or both raw swarms): the combined peak. It is reset (`/proc/self/clear_refs` = 5) before each row, then read before and after it."
+        "- peak RSS is `VmHWM` of each side's own process: the sender runs in a child process, the receiver (and both raw swarms) in this one. It is reset (`/proc/self/clear_refs` = 5) before each step; `receiver a → b` is this process's peak before and after the fetch, `sender` the child's peak while importing (import row) and while serving the fetch (fetch row)."
     );
     println!(
         "- cores (available parallelism): {}",
