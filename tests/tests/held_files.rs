@@ -1,6 +1,8 @@
-//! Store-and-forward of files through the bootstrap: a real bootstrap and real nodes in-process
-//! on loopback (mDNS off).
+//! Files between users, and store-and-forward through the bootstrap: a real bootstrap and real
+//! nodes in-process on loopback (mDNS off).
 //!
+//! - 64 MiB to a user who is online arrives byte-identical from the sender's device, with
+//!   progress; nothing is held by the bootstrap (`file_hold`: `not_needed`).
 //! - A file sent to a user who is offline is pulled by the bootstrap from the sender's device
 //!   (`file_hold`: `pulling`, then `held`); the sender leaves; the receiver logs in later and
 //!   fetches the file from the bootstrap, byte-identical, with progress; having it, the receiver
@@ -132,4 +134,55 @@ async fn a_file_over_the_limit_is_refused_clearly_and_its_message_still_goes() {
     let (_bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
     let got = expect_message(&mut bob_events, "too big to keep").await;
     assert_eq!(got.attachment.map(|a| a.size), Some(2 * 1024 * 1024));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_file_to_an_online_user_arrives_byte_identical_with_progress() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = server_with_limit(server_dir.path(), 1024).await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (alice, mut alice_events) = node(dirs[0].path(), "alice", &server.addr).await;
+    alice.register("alice", PASSWORD).await.unwrap();
+    let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
+    bob.register("bob", PASSWORD).await.unwrap();
+    // Friends: each may learn where the other's devices are, so they reach each other directly.
+    alice.friend_add("bob").await.unwrap();
+    bob.friend_accept("alice").await.unwrap();
+
+    let big = dirs[2].path().join("film.bin");
+    random_file(&big, 64);
+    let id = alice
+        .send_file(&user("bob"), &big, Some("64 MiB for bob"))
+        .await
+        .unwrap();
+    // Bob is online: the bootstrap keeps nothing.
+    expect_hold(&mut alice_events, id, FileHoldState::NotNeeded).await;
+    let got = expect_message(&mut bob_events, "64 MiB for bob").await;
+    assert_eq!(got.conversation, user("alice"));
+    assert_eq!(got.attachment.as_ref().map(|a| a.size), Some(64 << 20));
+
+    let dest = dirs[1].path().join("saved");
+    let fetch = {
+        let bob = bob.clone();
+        let dest = dest.clone();
+        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
+    };
+    // Progress before the end, then the end.
+    expect(&mut bob_events, "progress", |e| {
+        matches!(e, Event::TransferProgress { id: got, done, total } if *got == id && done < total)
+    })
+    .await;
+    expect(
+        &mut bob_events,
+        "the end of the download",
+        |e| matches!(e, Event::TransferComplete { id: got, .. } if *got == id),
+    )
+    .await;
+    let path = fetch.await.unwrap().expect("downloaded");
+    assert_eq!(path, dest.join("film.bin"));
+    assert!(
+        std::fs::read(&path).unwrap() == std::fs::read(&big).unwrap(),
+        "byte-identical"
+    );
+    assert!(held_files(server_dir.path()).is_empty());
 }

@@ -430,7 +430,7 @@ mod tests {
             size: 600,
             from: "ann".into(),
         };
-        assert_eq!(out.effects, [pull.clone()]);
+        assert_eq!(out.effects, std::slice::from_ref(&pull));
         let again = s.handle(ann, None, hold("user:cal", m1, r1, 600)).await;
         assert_eq!(
             (answer(&again), again.effects),

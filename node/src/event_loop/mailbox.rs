@@ -58,18 +58,18 @@ pub(super) enum MailboxCall {
 fn deposit_request(
     author: String,
     to: String,
-    message: Box<ChatMessage>,
+    message: ChatMessage,
 ) -> (BootstrapRequest, MailboxCall) {
     tracing::debug!("depositing {} for {to}", message.id);
     let id = message.id;
     let request = match to.strip_prefix("group:") {
         Some(group) => BootstrapRequest::GroupPost {
             group: group.to_owned(),
-            message: *message,
+            message,
         },
         None => BootstrapRequest::Deposit {
             to: to.clone(),
-            message: *message,
+            message,
         },
     };
     (request, MailboxCall::Deposit { author, to, id })
@@ -247,7 +247,7 @@ impl EventLoop {
                                 },
                             )
                         }
-                        _ => deposit_request(author, to, message),
+                        _ => deposit_request(author, to, *message),
                     }
                 }
                 Action::Receipt {
@@ -278,7 +278,7 @@ impl EventLoop {
         &mut self,
         author: String,
         to: String,
-        message: Box<ChatMessage>,
+        message: ChatMessage,
         result: Result<BootstrapResponse, CallError>,
     ) {
         let id = message.id;
@@ -378,7 +378,7 @@ impl EventLoop {
                 author,
                 to,
                 message,
-            } => self.handle_hold_answer(author, to, message, result),
+            } => self.handle_hold_answer(author, to, *message, result),
             MailboxCall::Deposit { author, to, id } => match result {
                 Ok(BootstrapResponse::Deposited { seq }) => {
                     tracing::debug!("{id} for {to} is in the mailbox (seq {seq} of {author})");

@@ -212,7 +212,7 @@ impl Fetcher {
     /// Blocking work of a download finished.
     pub fn work_done(&mut self, rr: &mut FileBehaviour, work: Work) {
         let Work { root, token, kind } = work;
-        if !self.fetches.get(&root).is_some_and(|f| f.token == token) {
+        if self.fetches.get(&root).is_none_or(|f| f.token != token) {
             // The work of an earlier download of the same file (it ended meanwhile).
             return;
         }

@@ -443,12 +443,6 @@ impl Transfer {
         transfer
     }
 
-    /// The file's root.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn root(&self) -> &ContentHash {
-        &self.root
-    }
-
     /// Where the transfer stands.
     pub(crate) fn status(&self) -> Status {
         match self.phase {
