@@ -1,0 +1,63 @@
+//! Telling the user about a new message while the window is not focused: a desktop notification
+//! (freedesktop notifications over D-Bus, pure Rust) and a short sound shipped with the app
+//! (`assets/message.wav`), played with the desktop's own player (`pw-play`, `paplay` or `aplay`,
+//! whichever is there) so that building the app needs no audio libraries. Both are best effort:
+//! a desktop without a notification service or a player only logs it. The caller decides
+//! *whether* to alert (never when `notify` is false: do-not-disturb, muted, own message).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::model::Notice;
+
+/// The sound, embedded in the binary.
+pub const SOUND: &[u8] = include_bytes!("../assets/message.wav");
+
+/// Players tried in turn for the sound.
+const PLAYERS: [&str; 3] = ["pw-play", "paplay", "aplay"];
+
+/// Raises `notice` on the desktop and plays the sound, off the UI thread.
+pub fn raise(notice: &Notice) {
+    let notice = notice.clone();
+    std::thread::spawn(move || {
+        if let Err(e) = notify_rust::Notification::new()
+            .appname("Confab")
+            .summary(&notice.title)
+            .body(&notice.body)
+            .show()
+        {
+            tracing::debug!("no desktop notification: {e}");
+        }
+        play_sound();
+    });
+}
+
+/// Where the sound is written for the players (once per run).
+fn sound_file() -> std::io::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("confab-message-{}.wav", std::process::id()));
+    if !path.exists() {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(SOUND)?;
+    }
+    Ok(path)
+}
+
+fn play_sound() {
+    let path = match sound_file() {
+        Ok(p) => p,
+        Err(e) => return tracing::debug!("cannot write the sound: {e}"),
+    };
+    for player in PLAYERS {
+        let played = Command::new(player)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if played.is_ok_and(|s| s.success()) {
+            return;
+        }
+    }
+    tracing::debug!("no sound player worked ({})", PLAYERS.join(", "));
+}
