@@ -58,6 +58,10 @@ pub struct View {
     pub thumbnails: HashMap<MessageId, Option<egui::TextureHandle>>,
     /// A full-size image being shown.
     pub viewing: Option<(MessageId, egui::TextureHandle)>,
+    /// Each message row's height when last laid out.
+    pub heights: HashMap<MessageId, f32>,
+    /// Message rows laid out in the last frame (only the visible ones and a margin).
+    pub rows_laid_out: usize,
 }
 
 /// The node is running: its bridge, what it shows, and the widgets' state.
@@ -137,6 +141,29 @@ impl ConfabApp {
         match &self.stage {
             Stage::Running(r) => Some(&r.model),
             _ => None,
+        }
+    }
+
+    /// What the window shows, to change (tests and benchmarks fill it directly).
+    pub fn model_mut(&mut self) -> Option<&mut Model> {
+        match &mut self.stage {
+            Stage::Running(r) => Some(&mut r.model),
+            _ => None,
+        }
+    }
+
+    /// Message rows laid out in the last frame (the visible ones and a margin).
+    pub fn rows_laid_out(&self) -> usize {
+        match &self.stage {
+            Stage::Running(r) => r.view.rows_laid_out,
+            _ => 0,
+        }
+    }
+
+    /// Opens conversation `c` (as a click in the sidebar does).
+    pub fn open(&mut self, c: Conversation) {
+        if let Stage::Running(r) = &mut self.stage {
+            r.open(c);
         }
     }
 

@@ -418,3 +418,31 @@ impl Model {
         }
     }
 }
+
+/// `n` made-up messages in conversation `c`, alternating between two authors, for tests and
+/// benchmarks of the conversation view ("message number 0", ...).
+pub fn sample_messages(c: &Conversation, n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|i| Message {
+            id: MessageId::random(),
+            conversation: c.clone(),
+            from: confab_node::Sender {
+                peer_id: String::new(),
+                user: None,
+                name: if i % 2 == 0 { "ann" } else { "ben" }.into(),
+            },
+            sent_at: 1_795_000_000_000 + i as u64 * 60_000,
+            text: Some(if i % 7 == 0 {
+                format!("message number {i}, a longer one that wraps onto a second line when the window is narrow enough to need it")
+            } else {
+                format!("message number {i}")
+            }),
+            attachment: None,
+            encrypted: false,
+            recalled: false,
+            notify: false,
+            outgoing: i % 2 == 0,
+            delivery: DeliveryState::Read,
+        })
+        .collect()
+}

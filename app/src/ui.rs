@@ -385,13 +385,52 @@ fn conversation(ui: &mut egui::Ui, app: &mut Running, prefs: &mut Prefs, c: &Con
     if messages.is_empty() {
         ui.label("No messages yet. Say hello!");
     }
+    message_rows(ui, app, &messages);
+}
+
+/// Height assumed for a message not laid out yet.
+const ROW_ESTIMATE: f32 = 64.0;
+/// Rows beyond the visible part that are laid out too (smooth scrolling).
+const ROW_OVERSCAN: f32 = 300.0;
+
+/// The messages, of which only the rows in (or near) the visible part are laid out each frame:
+/// the others take the height they had when last shown (an estimate before), so a conversation
+/// of 10,000 messages costs a screenful of layout per frame.
+fn message_rows(ui: &mut egui::Ui, app: &mut Running, messages: &[Message]) {
+    let heights: Vec<f32> = messages
+        .iter()
+        .map(|m| app.view.heights.get(&m.id).copied().unwrap_or(ROW_ESTIMATE))
+        .collect();
+    let total: f32 = heights.iter().sum();
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
         .stick_to_bottom(true)
-        .show(ui, |ui| {
-            for m in &messages {
-                bubble(ui, app, m);
+        .show_viewport(ui, |ui, viewport| {
+            let origin = ui.max_rect().min;
+            let width = ui.available_width();
+            ui.set_height(total);
+            let mut y = 0.0;
+            let mut laid_out = 0;
+            for (m, height) in messages.iter().zip(&heights) {
+                let (start, end) = (y, y + height);
+                y = end;
+                if end < viewport.min.y - ROW_OVERSCAN || start > viewport.max.y + ROW_OVERSCAN {
+                    continue;
+                }
+                laid_out += 1;
+                let rect = egui::Rect::from_min_size(
+                    origin + egui::vec2(0.0, start),
+                    egui::vec2(width, *height),
+                );
+                let mut row = ui.new_child(egui::UiBuilder::new().max_rect(rect));
+                bubble(&mut row, app, m);
+                let used = row.min_rect().height();
+                if (used - height).abs() > 0.5 {
+                    app.view.heights.insert(m.id, used);
+                    ui.ctx().request_repaint();
+                }
             }
+            app.view.rows_laid_out = laid_out;
         });
 }
 

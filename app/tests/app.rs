@@ -392,3 +392,34 @@ fn do_not_disturb_stops_notifications() {
     h.state_mut().shut_down();
     rt.block_on(bob.shutdown()).unwrap();
 }
+
+#[test]
+fn a_long_conversation_lays_out_only_what_is_visible() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let _guard = rt.enter();
+    let mut h = window(ConfabApp::new(
+        config(dir.path(), Some("alice"), None),
+        rt.handle().clone(),
+    ));
+    wait(&mut h, "the node", |h| {
+        h.state().model().is_some_and(|m| m.me.is_some())
+    });
+    let chat = Conversation::Peer("12D3KooWQuek19zNCNkaNawuzoXaNkJzX4RRcDJ9veVpcXbbWetR".into());
+    let messages = confab_app::model::sample_messages(&chat, 10_000);
+    h.state_mut().model_mut().unwrap().chat(&chat).messages = messages;
+    h.state_mut().open(chat);
+    wait(&mut h, "the last message", |h| {
+        shown(h, "message number 9999")
+    });
+    for _ in 0..5 {
+        h.step();
+    }
+    let rows = h.state().rows_laid_out();
+    assert!((1..=60).contains(&rows), "{rows} rows laid out of 10,000");
+    assert!(
+        !shown(&h, "message number 10"),
+        "a row far above is not laid out"
+    );
+    h.state_mut().shut_down();
+}
