@@ -13,6 +13,24 @@ use crate::bridge::{Bridge, Msg, Repaint};
 use crate::model::{Model, Outcome};
 use crate::prefs::Prefs;
 
+/// When the process started, for the startup timing (`CONFAB_APP_TIMING=1`).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start of the process (call first thing in `main`): with `CONFAB_APP_TIMING=1` the
+/// app prints to stderr how long after it the first frame, and the first frame showing the open
+/// conversation's messages, were drawn.
+pub fn mark_start() {
+    let _ = STARTED.set(std::time::Instant::now());
+}
+
+fn timing(what: &str) {
+    if let Some(start) = STARTED.get()
+        && std::env::var_os("CONFAB_APP_TIMING").is_some()
+    {
+        eprintln!("timing: {what} after {} ms", start.elapsed().as_millis());
+    }
+}
+
 /// Time per frame spent applying what the node sent; the rest waits for the next frame.
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 
@@ -87,6 +105,8 @@ enum Stage {
 
 /// The desktop app. [`ConfabApp::frame`] draws one frame; `eframe` and the tests both call it.
 pub struct ConfabApp {
+    /// The startup milestones reported so far (first frame, first conversation shown).
+    reported: (bool, bool),
     runtime: tokio::runtime::Handle,
     config: Config,
     prefs: Prefs,
@@ -104,6 +124,7 @@ impl ConfabApp {
             config.name = prefs.name.clone();
         }
         let mut app = Self {
+            reported: (false, false),
             runtime,
             config,
             prefs,
@@ -128,6 +149,7 @@ impl ConfabApp {
             &prefs,
         );
         Self {
+            reported: (false, false),
             runtime,
             config,
             prefs,
@@ -253,6 +275,14 @@ impl ConfabApp {
         if let Some(stage) = next {
             self.stage = stage;
             ctx.request_repaint();
+        }
+        if !self.reported.0 {
+            self.reported.0 = true;
+            timing("first frame");
+        }
+        if !self.reported.1 && self.rows_laid_out() > 0 {
+            self.reported.1 = true;
+            timing("first frame with the conversation's messages");
         }
     }
 

@@ -33,6 +33,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    confab_app::app::mark_start();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
