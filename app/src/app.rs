@@ -76,6 +76,16 @@ pub struct View {
     pub thumbnails: HashMap<MessageId, Option<egui::TextureHandle>>,
     /// A full-size image being shown.
     pub viewing: Option<(MessageId, egui::TextureHandle)>,
+    /// The profile editor is open.
+    pub editing_profile: bool,
+    /// Profile editor: display name.
+    pub nickname: String,
+    /// Profile editor: status line.
+    pub signature: String,
+    /// Profile editor: a picture file to use as avatar.
+    pub avatar: String,
+    /// User search field.
+    pub search: String,
     /// Each message row's height when last laid out.
     pub heights: HashMap<MessageId, f32>,
     /// Message rows laid out in the last frame (only the visible ones and a margin).
@@ -661,6 +671,40 @@ impl Running {
                     .map(|_| String::new())
                     .map_err(text),
             )
+        });
+    }
+
+    /// Opens the profile editor with this account's profile.
+    pub fn edit_profile(&mut self) {
+        self.view.editing_profile = true;
+        if let Some(user) = self.model.user.clone() {
+            self.bridge.run(move |c| async move {
+                Outcome::Profile(c.profile_get(&user).await.map_err(text))
+            });
+        }
+    }
+
+    /// Saves the profile editor's fields (an empty avatar field keeps the avatar).
+    pub fn save_profile(&mut self) {
+        let nickname = Some(self.view.nickname.trim().to_owned()).filter(|n| !n.is_empty());
+        let signature = Some(self.view.signature.trim().to_owned());
+        let avatar = Some(self.view.avatar.trim())
+            .filter(|a| !a.is_empty())
+            .map(PathBuf::from);
+        let user = self.model.user.clone().unwrap_or_default();
+        self.bridge.run(move |c| async move {
+            match c.profile_set(nickname, signature, avatar).await {
+                Ok(()) => Outcome::Profile(c.profile_get(&user).await.map_err(text)),
+                Err(e) => Outcome::Note(Err(e.to_string())),
+            }
+        });
+    }
+
+    /// Searches users by name.
+    pub fn search_users(&mut self) {
+        let query = self.view.search.trim().to_owned();
+        self.bridge.run(move |c| async move {
+            Outcome::Found(c.search_users(&query).await.map_err(text))
         });
     }
 

@@ -47,6 +47,10 @@ pub enum Outcome {
     },
     /// Something else finished: a line for the status bar, or an error.
     Note(Result<String, String>),
+    /// This account's profile.
+    Profile(Result<confab_node::Profile, String>),
+    /// Users found by a search.
+    Found(Result<Vec<confab_node::UserSummary>, String>),
 }
 
 /// A conversation as shown.
@@ -166,6 +170,10 @@ pub struct Model {
     pub status: Option<Result<String, String>>,
     /// Every notification raised, newest last (bounded).
     pub notices: Vec<Notice>,
+    /// This account's profile, once read.
+    pub profile: Option<confab_node::Profile>,
+    /// The last user search's results.
+    pub found: Vec<confab_node::UserSummary>,
 }
 
 /// Notifications kept in [`Model::notices`] at most.
@@ -398,6 +406,8 @@ impl Model {
                 self.transfers.insert(id, transfer);
             }
             Outcome::Note(result) => self.status = Some(result),
+            Outcome::Profile(Ok(profile)) => self.profile = Some(profile),
+            Outcome::Found(Ok(found)) => self.found = found,
             Outcome::WhoAmI(Err(e))
             | Outcome::Peers(Err(e))
             | Outcome::History { result: Err(e), .. }
@@ -406,7 +416,9 @@ impl Model {
             | Outcome::Friends(Err(e))
             | Outcome::Groups(Err(e))
             | Outcome::Settings(Err(e))
-            | Outcome::Sent(Err(e)) => self.status = Some(Err(e)),
+            | Outcome::Sent(Err(e))
+            | Outcome::Profile(Err(e))
+            | Outcome::Found(Err(e)) => self.status = Some(Err(e)),
         }
     }
 

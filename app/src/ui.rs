@@ -140,10 +140,14 @@ fn account(ui: &mut egui::Ui, app: &mut Running) {
     if let Some(user) = app.model.user.clone() {
         ui.horizontal(|ui| {
             ui.label(format!("Account: {user}"));
+            if ui.button("Profile…").clicked() {
+                app.edit_profile();
+            }
             if ui.button("Sign out").clicked() {
                 app.sign_out();
             }
         });
+        profile_editor(ui, app);
         return;
     }
     egui::CollapsingHeader::new("Account")
@@ -177,6 +181,44 @@ fn account(ui: &mut egui::Ui, app: &mut Running) {
                 }
             });
         });
+}
+
+/// The profile editor window: display name, status line, avatar.
+fn profile_editor(ui: &mut egui::Ui, app: &mut Running) {
+    if !app.view.editing_profile {
+        return;
+    }
+    if let Some(p) = app.model.profile.take() {
+        // Freshly read: fill the fields once.
+        app.view.nickname = p.nickname.clone();
+        app.view.signature = p.signature.clone();
+        app.model.profile = None;
+    }
+    let mut open = true;
+    let mut save = false;
+    egui::Window::new("Your profile")
+        .open(&mut open)
+        .collapsible(false)
+        .show(ui.ctx(), |ui| {
+            let label = ui.label("Display name");
+            ui.text_edit_singleline(&mut app.view.nickname)
+                .labelled_by(label.id);
+            let label = ui.label("Status line");
+            ui.text_edit_singleline(&mut app.view.signature)
+                .labelled_by(label.id);
+            let label = ui.label("Avatar picture (a file path; empty keeps it)");
+            ui.text_edit_singleline(&mut app.view.avatar)
+                .labelled_by(label.id);
+            if ui.button("Save profile").clicked() {
+                save = true;
+            }
+        });
+    if save {
+        app.save_profile();
+        app.view.editing_profile = false;
+    } else if !open {
+        app.view.editing_profile = false;
+    }
 }
 
 fn chats(ui: &mut egui::Ui, app: &mut Running) {
@@ -237,6 +279,30 @@ fn friends(ui: &mut egui::Ui, app: &mut Running) {
             app.friend_add(user);
         }
     });
+    ui.horizontal(|ui| {
+        let label = ui.label("Find people");
+        ui.add(egui::TextEdit::singleline(&mut app.view.search).desired_width(110.0))
+            .labelled_by(label.id);
+        if ui.button("Search").clicked() && !app.view.search.trim().is_empty() {
+            app.search_users();
+        }
+    });
+    for found in app.model.found.clone() {
+        let me = app.model.user.as_deref() == Some(found.user.as_str());
+        let known = app
+            .model
+            .friends
+            .friends
+            .iter()
+            .any(|f| f.user == found.user);
+        ui.horizontal(|ui| {
+            let dot = if found.online { "●" } else { "○" };
+            ui.label(format!("{dot} {} ({})", found.nickname, found.user));
+            if !me && !known && ui.button(format!("Add {}", found.user)).clicked() {
+                app.friend_add(found.user.clone());
+            }
+        });
+    }
     for user in app.model.friends.outgoing.clone() {
         ui.label(RichText::new(format!("asked {user}, waiting")).weak());
     }
@@ -376,16 +442,21 @@ fn conversation(ui: &mut egui::Ui, app: &mut Running, prefs: &mut Prefs, c: &Con
     ui.separator();
     // The composer at the bottom, the messages above it.
     egui::Panel::bottom("composer").show(ui, |ui| composer(ui, app, prefs, c));
-    let messages: Vec<Message> = app
+    // Borrowed out of the model for the frame (not copied: a conversation may hold 10,000).
+    let key = c.to_string();
+    let messages = app
         .model
         .chats
-        .get(&c.to_string())
-        .map(|chat| chat.messages.clone())
+        .get_mut(&key)
+        .map(|chat| std::mem::take(&mut chat.messages))
         .unwrap_or_default();
     if messages.is_empty() {
         ui.label("No messages yet. Say hello!");
     }
     message_rows(ui, app, &messages);
+    if let Some(chat) = app.model.chats.get_mut(&key) {
+        chat.messages = messages;
+    }
 }
 
 /// Height assumed for a message not laid out yet.

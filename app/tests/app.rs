@@ -423,3 +423,60 @@ fn a_long_conversation_lays_out_only_what_is_visible() {
     );
     h.state_mut().shut_down();
 }
+
+#[test]
+fn the_profile_is_edited_and_people_are_found_and_added() {
+    let rt = runtime();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (_server, addr) = bootstrap(&rt, dirs[2].path());
+    let _guard = rt.enter();
+    let (bob, mut bob_events) = node(&rt, config(dirs[1].path(), Some("bob"), Some(&addr)));
+    rt.block_on(bob.register("bob", PASSWORD)).unwrap();
+
+    let mut h = window(ConfabApp::new(
+        config(dirs[0].path(), Some("Alice"), Some(&addr)),
+        rt.handle().clone(),
+    ));
+    sign_in(&mut h, "alice", "Register");
+
+    // The profile editor.
+    h.get_by_label("Profile…").click_accesskit();
+    wait(&mut h, "the profile editor", |h| shown(h, "Status line"));
+    for _ in 0..5 {
+        h.step();
+    }
+    type_into(&mut h, "Status line", "down the rabbit hole");
+    h.get_by_label("Save profile").click_accesskit();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        let profile = rt.block_on(bob.profile_get("alice")).unwrap();
+        if profile.signature == "down the rabbit hole" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the profile never changed: {profile:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Finding bob and asking him to be friends.
+    h.get_by_label("Friends").click_accesskit();
+    wait(&mut h, "the search field", |h| shown(h, "Find people"));
+    type_into(&mut h, "Find people", "bo");
+    h.get_by_label("Search").click_accesskit();
+    wait(&mut h, "bob in the results", |h| shown(h, "Add bob"));
+    h.get_by_label("Add bob").click_accesskit();
+    h.step();
+    h.step();
+    expect(
+        &rt,
+        &mut bob_events,
+        "alice's friend request",
+        |e| matches!(e, Event::FriendRequest { from } if from == "alice"),
+    );
+
+    h.state_mut().shut_down();
+    rt.block_on(bob.shutdown()).unwrap();
+}
