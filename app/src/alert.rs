@@ -61,3 +61,32 @@ fn play_sound() {
     }
     tracing::debug!("no sound player worked ({})", PLAYERS.join(", "));
 }
+
+/// Players tried in turn for an audio message (the first that exists plays it).
+const AUDIO_PLAYERS: [(&str, &[&str]); 5] = [
+    ("ffplay", &["-nodisp", "-autoexit", "-loglevel", "quiet"]),
+    ("mpv", &["--no-video", "--really-quiet"]),
+    ("pw-play", &[]),
+    ("paplay", &[]),
+    ("aplay", &["-q"]),
+];
+
+/// Starts playing the audio file at `path` with the first player found; the caller stops it
+/// by killing the process.
+pub fn play(path: &std::path::Path) -> Result<std::process::Child, String> {
+    for (player, args) in AUDIO_PLAYERS {
+        match Command::new(player)
+            .args(args)
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => return Ok(child),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{player}: {e}")),
+        }
+    }
+    Err("no audio player found (ffplay, mpv, pw-play, paplay or aplay)".into())
+}

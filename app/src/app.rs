@@ -84,6 +84,14 @@ pub struct View {
     pub signature: String,
     /// Profile editor: a picture file to use as avatar.
     pub avatar: String,
+    /// New name for the open group.
+    pub rename: String,
+    /// Password to confirm deleting the account.
+    pub delete_password: String,
+    /// The account deletion form is open.
+    pub deleting_account: bool,
+    /// Audio being played, by message, with its player process.
+    pub playing: Option<(MessageId, std::process::Child)>,
     /// User search field.
     pub search: String,
     /// Each message row's height when last laid out.
@@ -706,6 +714,69 @@ impl Running {
         self.bridge.run(move |c| async move {
             Outcome::Found(c.search_users(&query).await.map_err(text))
         });
+    }
+
+    /// Deletes the account (with its password), on every device.
+    pub fn delete_account(&mut self) {
+        let password = std::mem::take(&mut self.view.delete_password);
+        self.view.deleting_account = false;
+        self.bridge.run(move |c| async move {
+            match c.delete_account(&password).await {
+                Ok(()) => Outcome::SignedOut(Ok(())),
+                Err(e) => Outcome::Note(Err(e.to_string())),
+            }
+        });
+    }
+
+    /// Renames `group`.
+    pub fn group_rename(&mut self, group: String, name: String) {
+        self.bridge.run(move |c| async move {
+            match c.group_rename(&group, &name).await {
+                Ok(_) => Outcome::Groups(c.groups().await.map_err(text)),
+                Err(e) => Outcome::Note(Err(e.to_string())),
+            }
+        });
+    }
+
+    /// Makes `user` an admin or a plain member of `group`.
+    pub fn group_set_role(&mut self, group: String, user: String, role: confab_node::Role) {
+        self.bridge.run(move |c| async move {
+            match c.group_set_role(&group, &user, role).await {
+                Ok(_) => Outcome::Groups(c.groups().await.map_err(text)),
+                Err(e) => Outcome::Note(Err(e.to_string())),
+            }
+        });
+    }
+
+    /// Plays (or stops) the audio file of message `id` at `path` with the desktop's player.
+    pub fn toggle_audio(&mut self, id: MessageId, path: &std::path::Path) {
+        let stopping = self.view.playing.as_ref().is_some_and(|(p, _)| *p == id);
+        if let Some((_, mut child)) = self.view.playing.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if stopping {
+            return;
+        }
+        match crate::alert::play(path) {
+            Ok(child) => self.view.playing = Some((id, child)),
+            Err(e) => self.model.status = Some(Err(e)),
+        }
+    }
+
+    /// Whether the audio of message `id` is playing now.
+    pub fn is_playing(&mut self, id: MessageId) -> bool {
+        match &mut self.view.playing {
+            Some((p, child)) if *p == id => {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.view.playing = None;
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        }
     }
 
     /// Creates a group with the members named in the form.

@@ -59,7 +59,11 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let handle = runtime.handle().clone();
+    // The window's size and place and the panels' sizes are kept beside the node's data.
+    let window_state = config.data_dir.join("window");
     let options = eframe::NativeOptions {
+        persist_window: true,
+        persistence_path: Some(window_state),
         viewport: egui::ViewportBuilder::default()
             .with_title("Confab")
             .with_inner_size([1000.0, 680.0])

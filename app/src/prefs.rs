@@ -1,6 +1,7 @@
 //! UI state that survives a restart, in `<data dir>/app.json`: the display name chosen at first
 //! run, the selected conversation, unsent drafts, the theme. Chat history is not here: it comes
-//! from the node's store. Written atomically (a temporary file renamed over the old one).
+//! from the node's store. Written atomically (a temporary file renamed over the old one). The
+//! window's size and position and the panels' sizes are kept by eframe in `<data dir>/window`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

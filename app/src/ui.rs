@@ -148,6 +148,25 @@ fn account(ui: &mut egui::Ui, app: &mut Running) {
             }
         });
         profile_editor(ui, app);
+        if app.view.deleting_account {
+            ui.horizontal(|ui| {
+                let label = ui.label("Password to delete");
+                ui.add(
+                    egui::TextEdit::singleline(&mut app.view.delete_password)
+                        .password(true)
+                        .desired_width(100.0),
+                )
+                .labelled_by(label.id);
+                if ui.button("Delete for good").clicked() {
+                    app.delete_account();
+                }
+                if ui.button("Keep it").clicked() {
+                    app.view.deleting_account = false;
+                }
+            });
+        } else if ui.small_button("Delete account…").clicked() {
+            app.view.deleting_account = true;
+        }
         return;
     }
     egui::CollapsingHeader::new("Account")
@@ -235,6 +254,17 @@ fn chats(ui: &mut egui::Ui, app: &mut Running) {
             )
         })
         .collect();
+    let everyone = Conversation::Broadcast;
+    if !rows.iter().any(|r| r.0 == everyone)
+        && ui
+            .selectable_label(
+                app.view.selected.as_ref() == Some(&everyone),
+                app.model.title(&everyone),
+            )
+            .clicked()
+    {
+        app.open(everyone);
+    }
     if rows.is_empty() {
         ui.label("No conversations yet. Say hello to someone from LAN peers or Friends.");
     }
@@ -524,7 +554,27 @@ fn group_members(ui: &mut egui::Ui, app: &mut Running, id: &str) {
                 }
             });
         }
+        if my_role == Some(Role::Owner) {
+            for member in group.members.iter().filter(|m| m.user != me) {
+                let (label, role) = match member.role {
+                    Role::Admin => (format!("Make {} a member", member.user), Role::Member),
+                    _ => (format!("Make {} an admin", member.user), Role::Admin),
+                };
+                if ui.small_button(label).clicked() {
+                    app.group_set_role(group.id.clone(), member.user.clone(), role);
+                }
+            }
+        }
         if manage {
+            ui.horizontal(|ui| {
+                let label = ui.label("New name");
+                ui.add(egui::TextEdit::singleline(&mut app.view.rename).desired_width(120.0))
+                    .labelled_by(label.id);
+                if ui.button("Rename").clicked() && !app.view.rename.trim().is_empty() {
+                    let name = std::mem::take(&mut app.view.rename).trim().to_owned();
+                    app.group_rename(group.id.clone(), name);
+                }
+            });
             ui.horizontal(|ui| {
                 let label = ui.label("Invite");
                 ui.add(egui::TextEdit::singleline(&mut app.view.invite).desired_width(120.0))
@@ -537,6 +587,16 @@ fn group_members(ui: &mut egui::Ui, app: &mut Running, id: &str) {
         }
         if ui.button("Leave group").clicked() {
             app.group_leave(group.id.clone());
+        }
+        let target = Conversation::Group(group.id.clone());
+        let blocked = app.model.settings.blocked.contains(&target);
+        let label = if blocked {
+            "Unblock group"
+        } else {
+            "Block group"
+        };
+        if ui.button(label).clicked() {
+            app.set_blocked(&target, !blocked);
         }
     });
 }
@@ -679,6 +739,12 @@ fn attachment(ui: &mut egui::Ui, app: &mut Running, m: &Message) {
             );
             ui.horizontal(|ui| {
                 ui.label(RichText::new(format!("saved to {}", path.display())).small());
+                if a.mime.starts_with("audio/") {
+                    let playing = app.is_playing(m.id);
+                    if ui.button(if playing { "Stop" } else { "Play" }).clicked() {
+                        app.toggle_audio(m.id, &path);
+                    }
+                }
                 if ui.button("Open").clicked() {
                     open_with_system(&path);
                 }

@@ -201,6 +201,25 @@ fn first_run_register_see_a_peer_and_chat() {
     rt.block_on(bob.send(&alice_peer, "hi alice")).unwrap();
     wait(&mut h, "bob's answer", |h| shown(h, "hi alice"));
 
+    // A broadcast to everyone nearby, from its entry at the top of the chats.
+    h.get_by_label_contains("Chats").click_accesskit();
+    wait(&mut h, "the broadcast entry", |h| {
+        shown(h, "Everyone nearby (broadcast)")
+    });
+    h.get_by_label("Everyone nearby (broadcast)")
+        .click_accesskit();
+    wait(&mut h, "the broadcast conversation", |h| {
+        h.query_by_label_contains("No messages yet").is_some()
+    });
+    type_into(&mut h, "Message", "hello everyone");
+    h.get_by_label("Send").click_accesskit();
+    h.step();
+    h.step();
+    expect(&rt, &mut bob_events, "the broadcast", |e| {
+        matches!(e, Event::Message(m)
+            if m.conversation == Conversation::Broadcast && m.text.as_deref() == Some("hello everyone"))
+    });
+
     h.state_mut().shut_down();
     rt.block_on(bob.shutdown()).unwrap();
 }
@@ -252,6 +271,28 @@ fn a_group_is_created_and_posted_to_from_the_window() {
     assert!(matches!(got.conversation, Conversation::Group(_)));
     assert_eq!(got.from.user.as_deref(), Some("alice"));
     wait(&mut h, "the post in the window", |h| shown(h, "hello team"));
+
+    // Rename it and make bob an admin, from the members panel.
+    h.get_by_label("Members (2)").click_accesskit();
+    wait(&mut h, "the members panel", |h| shown(h, "New name"));
+    type_into(&mut h, "New name", "crew");
+    h.get_by_label("Rename").click_accesskit();
+    wait(&mut h, "the new name", |h| shown(h, "crew (2 members)"));
+    h.get_by_label("Make bob an admin").click_accesskit();
+    wait(&mut h, "bob as admin", |h| shown(h, "Make bob a member"));
+    let groups = rt.block_on(bob.groups()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut groups = groups;
+    while groups.first().and_then(|g| g.role_of("bob")) != Some(confab_node::Role::Admin) {
+        assert!(
+            Instant::now() < deadline,
+            "bob's node never saw his new role: {groups:?}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+        groups = rt.block_on(bob.groups()).unwrap();
+    }
+    assert_eq!(groups[0].name, "crew");
 
     h.state_mut().shut_down();
     rt.block_on(bob.shutdown()).unwrap();
