@@ -465,6 +465,13 @@ fn conversation(ui: &mut egui::Ui, app: &mut Running, prefs: &mut Prefs, c: &Con
                 app.set_muted(c, muted);
             }
         }
+        if app.model.user.is_some() && matches!(c, Conversation::User(_)) {
+            let blocked = app.model.settings.blocked.contains(c);
+            let label = if blocked { "Unblock" } else { "Block" };
+            if ui.button(label).clicked() {
+                app.set_blocked(c, !blocked);
+            }
+        }
     });
     if let Conversation::Group(id) = c {
         group_members(ui, app, id);
