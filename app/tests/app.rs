@@ -365,6 +365,8 @@ fn a_dropped_file_is_sent_and_the_other_window_downloads_it_to_100_percent() {
     });
     bob.get_by_label("Download").click_accesskit();
     wait(&mut bob, "the progress bar at 100 %", |h| shown(h, "100 %"));
+    // Complete: saved, and it can be opened.
+    wait(&mut bob, "the saved file", |h| shown(h, "Open"));
     let saved = dirs[1].path().join("downloads").join("holiday.bin");
     assert!(std::fs::read(&saved).unwrap() == content, "byte-identical");
 
