@@ -94,6 +94,8 @@ pub struct View {
     pub playing: Option<(MessageId, std::process::Child)>,
     /// User search field.
     pub search: String,
+    /// Downloaded images that could not be decoded (not tried again every frame).
+    pub unreadable: HashSet<MessageId>,
     /// Each message row's height when last laid out.
     pub heights: HashMap<MessageId, f32>,
     /// Message rows laid out in the last frame (only the visible ones and a margin).

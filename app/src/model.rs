@@ -242,6 +242,13 @@ impl Model {
         chat.recount();
     }
 
+    /// Recounts every conversation's unread messages (after a state change found by id).
+    fn recount_all(&mut self) {
+        for chat in self.chats.values_mut() {
+            chat.recount();
+        }
+    }
+
     fn find(&mut self, id: MessageId) -> Option<&mut Message> {
         self.chats
             .values_mut()
@@ -293,6 +300,7 @@ impl Model {
                     && m.delivery < state
                 {
                     m.delivery = state;
+                    self.recount_all();
                 }
             }
             Event::Presence { user, online } => {
@@ -315,6 +323,7 @@ impl Model {
                     m.recalled = true;
                     m.text = None;
                     m.attachment = None;
+                    self.recount_all();
                 }
             }
             Event::Deleted { id, conversation } => {

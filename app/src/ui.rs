@@ -720,7 +720,13 @@ fn attachment(ui: &mut egui::Ui, app: &mut Running, m: &Message) {
             .max_size(egui::vec2(240.0, 240.0))
             .sense(egui::Sense::click());
         if ui.add(image).on_hover_text("Show full size").clicked() {
-            app.fetch(m.id);
+            let have = matches!(
+                app.model.transfers.get(&m.id),
+                Some(Transfer::Complete(_) | Transfer::Running { .. })
+            );
+            if !have {
+                app.fetch(m.id);
+            }
             app.view.viewing = Some((m.id, texture));
         }
     }
@@ -798,9 +804,8 @@ fn thumbnail(
         .thumbnails
         .entry(id)
         .or_insert_with(|| {
-            let decoded = image::load_from_memory(jpeg).ok()?.to_rgba8();
-            let size = [decoded.width() as usize, decoded.height() as usize];
-            let image = egui::ColorImage::from_rgba_unmultiplied(size, decoded.as_raw());
+            let decoded = image::load_from_memory(jpeg).ok()?;
+            let image = texture_image(decoded, ui.ctx().input(|i| i.max_texture_side))?;
             Some(
                 ui.ctx()
                     .load_texture(format!("thumb-{id}"), image, Default::default()),
@@ -842,12 +847,36 @@ fn load_full(
     {
         return Some(t.clone());
     }
-    let decoded = image::open(path).ok()?.to_rgba8();
-    let size = [decoded.width() as usize, decoded.height() as usize];
-    let image = egui::ColorImage::from_rgba_unmultiplied(size, decoded.as_raw());
+    if !app.view.unreadable.insert(id) {
+        // Tried before and could not be shown: not read again every frame.
+        return None;
+    }
+    let decoded = image::open(path).ok()?;
+    let image = texture_image(decoded, ui.ctx().input(|i| i.max_texture_side))?;
+    app.view.unreadable.remove(&id);
     let texture = ui.ctx().load_texture(key, image, Default::default());
     app.view.viewing = Some((id, texture.clone()));
     Some(texture)
+}
+
+/// An image as a texture no side of which exceeds `max_side` (the GPU's limit: a larger one
+/// would abort the renderer), scaled down keeping its aspect ratio. `None` for an empty image.
+fn texture_image(image: image::DynamicImage, max_side: usize) -> Option<egui::ColorImage> {
+    let max_side = u32::try_from(max_side).unwrap_or(u32::MAX).clamp(1, 8192);
+    if image.width() == 0 || image.height() == 0 {
+        return None;
+    }
+    let image = if image.width() > max_side || image.height() > max_side {
+        image.resize(max_side, max_side, image::imageops::FilterType::Triangle)
+    } else {
+        image
+    };
+    let rgba = image.to_rgba8();
+    let size = [rgba.width() as usize, rgba.height() as usize];
+    Some(egui::ColorImage::from_rgba_unmultiplied(
+        size,
+        rgba.as_raw(),
+    ))
 }
 
 /// Files dropped on the window go to the open conversation.
@@ -901,5 +930,23 @@ fn size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_become_textures_within_the_gpu_limit() {
+        // A tiny file can declare a huge side (a sender-chosen thumbnail): scaled down, not
+        // handed to the renderer as is.
+        let wide = image::DynamicImage::new_rgba8(9000, 8);
+        let texture = texture_image(wide, 2048).unwrap();
+        assert_eq!(texture.size[0], 2048);
+        assert!(texture.size[1] >= 1 && texture.size[1] <= 8);
+        let small = image::DynamicImage::new_rgba8(300, 200);
+        assert_eq!(texture_image(small, 2048).unwrap().size, [300, 200]);
+        assert!(texture_image(image::DynamicImage::new_rgba8(0, 5), 2048).is_none());
     }
 }

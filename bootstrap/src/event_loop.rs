@@ -5,6 +5,7 @@
 
 mod broadcasts;
 mod files;
+use files::PULL_RETRY_TICKS;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -230,6 +231,8 @@ enum Done {
         user: String,
         pulls: Vec<(confab_protocol::ContentHash, u64)>,
     },
+    /// Holds still being pulled, with the accounts that may have each: retried now.
+    RetryPulls(Vec<(confab_protocol::ContentHash, u64, Vec<String>)>),
     /// A file request is answered.
     FileServed {
         channel: ResponseChannel<confab_protocol::file::FileResponse>,
@@ -528,6 +531,7 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 
 impl EventLoop {
     async fn run(mut self) {
+        let mut file_ticks: u64 = 0;
         let mut file_tick = tokio::time::interval(Duration::from_secs(1));
         file_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
@@ -542,6 +546,10 @@ impl EventLoop {
                     if !self.files.fetcher.is_empty() {
                         self.files.fetcher.tick(&mut self.swarm.behaviour_mut().file);
                         self.drain_file_events();
+                    }
+                    file_ticks += 1;
+                    if file_ticks.is_multiple_of(PULL_RETRY_TICKS) {
+                        self.retry_pulls();
                     }
                 }
                 command = self.commands.recv() => match command {
@@ -749,6 +757,15 @@ impl EventLoop {
                 }
             }
             Done::FileServed { channel, response } => self.file_served(channel, response),
+            Done::RetryPulls(pulls) => {
+                for (root, size, from) in pulls {
+                    // The first account with a device online (the owner first).
+                    if let Some(user) = from.iter().find(|u| self.presence.is_online(u)) {
+                        let user = user.clone();
+                        self.start_pull(root, size, &user);
+                    }
+                }
+            }
             Done::Nothing => {}
         }
     }

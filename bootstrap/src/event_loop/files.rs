@@ -17,6 +17,9 @@ use libp2p::request_response::{self, ResponseChannel};
 use super::{Done, EventLoop};
 use crate::config::limits::{MAX_FILE_PULLS, MAX_FILE_SERVES};
 
+/// Seconds between retries of the pulls still pending (see [`EventLoop::retry_pulls`]).
+pub(super) const PULL_RETRY_TICKS: u64 = 60;
+
 /// How often, and how many times, deleting a file's bytes is tried while a write of its pull is
 /// still finishing.
 const REMOVE_RETRY: Duration = Duration::from_millis(200);
@@ -74,6 +77,25 @@ impl EventLoop {
                 Ok(_) => Done::Nothing,
                 Err(e) => {
                     tracing::error!("pulls of {user}: {e}");
+                    Done::Nothing
+                }
+            }
+        });
+    }
+
+    /// Retries every hold still being pulled from an author online now (a pull that stopped,
+    /// or one that waited for a free slot), every [`PULL_RETRY_TICKS`] seconds.
+    pub(super) fn retry_pulls(&mut self) {
+        if self.files.fetcher.len() >= MAX_FILE_PULLS {
+            return;
+        }
+        let service = self.service.clone();
+        self.spawn(async move {
+            match service.pending_pulls().await {
+                Ok(pulls) if !pulls.is_empty() => Done::RetryPulls(pulls),
+                Ok(_) => Done::Nothing,
+                Err(e) => {
+                    tracing::error!("pending pulls: {e}");
                     Done::Nothing
                 }
             }

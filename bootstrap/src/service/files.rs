@@ -310,6 +310,31 @@ impl Service {
         .await
     }
 
+    /// Every hold still being pulled: `(root, size, accounts whose devices may have it)` (the
+    /// owner first, then the other authors), for the periodic retry.
+    pub async fn pending_pulls(&self) -> Result<Vec<(ContentHash, u64, Vec<String>)>, Refusal> {
+        self.blocking(move |s| {
+            s.read(|tx| tx.holds(MAX_HOLD_SCAN))
+                .map_err(Refusal::from)
+                .map(|holds| {
+                    holds
+                        .into_iter()
+                        .filter(|(_, h)| !h.complete)
+                        .map(|(root, h)| {
+                            let mut from = vec![h.owner.clone()];
+                            for r in &h.refs {
+                                if !from.contains(&r.author) {
+                                    from.push(r.author.clone());
+                                }
+                            }
+                            (root, h.size, from)
+                        })
+                        .collect()
+                })
+        })
+        .await
+    }
+
     /// Whether `device`'s account may fetch `root` from this server now (a complete hold that
     /// allows it). Blocking: call it off the event loop.
     pub fn may_fetch_blocking(&self, device: &PeerId, root: &ContentHash) -> bool {
@@ -488,6 +513,9 @@ mod tests {
             assert_eq!(code(&out), Some(want), "{out:?}");
         }
 
+        // Pending, to be retried from ann's devices; done once pulled (checked below).
+        let pending = s.pending_pulls().await.unwrap();
+        assert_eq!(pending, [(r1, 600, vec!["ann".to_owned()])]);
         // Not served before it is complete; then to its receiver and author only.
         s.presence.device_online(cal, "cal");
         s.presence.device_online(ann, "ann");
@@ -501,6 +529,7 @@ mod tests {
             }]
         );
         assert!(s.may_fetch_blocking(&cal, &r1) && s.may_fetch_blocking(&ann, &r1));
+        assert!(s.pending_pulls().await.unwrap().is_empty());
         assert!(
             !s.may_fetch_blocking(&ben, &r1),
             "ben was online: not a receiver"

@@ -263,6 +263,11 @@ impl Fetcher {
         let Some(fetch) = self.fetches.get_mut(&root) else {
             return;
         };
+        if fetch.complete {
+            // Every chunk is in (or the file was here already): only writes and the finish are
+            // left, never a request.
+            return self.pump(root);
+        }
         let token = fetch.token;
         for action in fetch.transfer.poll(now) {
             match action {
