@@ -17,8 +17,24 @@ pub const SOUND: &[u8] = include_bytes!("../assets/message.wav");
 /// Players tried in turn for the sound.
 const PLAYERS: [&str; 3] = ["pw-play", "paplay", "aplay"];
 
-/// Raises `notice` on the desktop and plays the sound, off the UI thread.
+/// Alerts closer together than this are merged: a catch-up of many messages makes one sound
+/// and one notification, not one each.
+const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// When the last alert went out.
+static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Raises `notice` on the desktop and plays the sound, off the UI thread (at most one alert per
+/// [`MIN_GAP`]).
 pub fn raise(notice: &Notice) {
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < MIN_GAP) {
+            return;
+        }
+        *last = Some(now);
+    }
     let notice = notice.clone();
     std::thread::spawn(move || {
         if let Err(e) = notify_rust::Notification::new()
@@ -33,14 +49,26 @@ pub fn raise(notice: &Notice) {
     });
 }
 
-/// Where the sound is written for the players (once per run).
+/// Where the sound is written for the players: a new file of this process's own (created
+/// exclusively, so nothing placed there beforehand is followed or reused), once per run.
 fn sound_file() -> std::io::Result<PathBuf> {
-    let path = std::env::temp_dir().join(format!("confab-message-{}.wav", std::process::id()));
-    if !path.exists() {
-        let mut file = std::fs::File::create(&path)?;
-        file.write_all(SOUND)?;
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(path) = PATH.get() {
+        return Ok(path.clone());
     }
-    Ok(path)
+    let nonce: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let path = std::env::temp_dir().join(format!(
+        "confab-message-{}-{nonce:x}.wav",
+        std::process::id()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    file.write_all(SOUND)?;
+    Ok(PATH.get_or_init(|| path).clone())
 }
 
 fn play_sound() {
