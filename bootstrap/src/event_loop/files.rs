@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use confab_node::files::fetcher::{FetchEvent, Fetcher};
+use confab_node::files::fetcher::{FetchEvent, Fetcher, Inbound};
 use confab_node::files::store::{BlobStore, RemoveError};
 use confab_protocol::ContentHash;
 use confab_protocol::file::{FileRequest, FileResponse};
@@ -158,56 +158,28 @@ impl EventLoop {
                     root,
                     result: Err(e),
                 } => {
-                    // Kept as far as it got; resumed at its author's next login.
+                    // Kept as far as it got; retried by `retry_pulls` or at an author's login.
                     tracing::info!("pull of {root:?} stopped: {e}");
                 }
             }
         }
     }
 
-    /// `/confab/file/1` traffic: requests for held files, and answers to this server's pulls.
+    /// `/confab/file/1` traffic: answers to this server's pulls, and requests for held files.
     pub(super) fn handle_file_event(
         &mut self,
         event: request_response::Event<FileRequest, FileResponse>,
     ) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => self.serve_file(peer, request, channel),
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                let rr = &mut self.swarm.behaviour_mut().file;
-                if self.files.fetcher.response(rr, request_id, Ok(response)) {
-                    self.drain_file_events();
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                tracing::debug!("file request to {peer} failed: {error}");
-                let rr = &mut self.swarm.behaviour_mut().file;
-                if self.files.fetcher.response(rr, request_id, Err(())) {
-                    self.drain_file_events();
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!("file request from {peer} failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let rr = &mut self.swarm.behaviour_mut().file;
+        let inbound = self.files.fetcher.handle_event(rr, event);
+        self.drain_file_events();
+        if let Some(Inbound {
+            peer,
+            request,
+            channel,
+        }) = inbound
+        {
+            self.serve_file(peer, request, channel);
         }
     }
 

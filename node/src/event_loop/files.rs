@@ -12,6 +12,7 @@ use confab_protocol::file::{FileRequest, FileResponse};
 use confab_protocol::{Attachment, AttachmentKind};
 
 use super::*;
+use crate::files::fetcher::Inbound;
 use crate::files::media::{self, Kind};
 
 /// The description of a file for its message (name as the sender has it, kind from content).
@@ -71,68 +72,39 @@ impl EventLoop {
         });
     }
 
-    /// `/confab/file/1` traffic.
+    /// `/confab/file/1` traffic: answers go to the downloads, requests are served from the blob
+    /// store.
     pub(super) fn handle_file_event(
         &mut self,
         event: request_response::Event<FileRequest, FileResponse>,
     ) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                if self.serving >= MAX_FILE_SERVES || self.store_ops.len() >= MAX_PENDING_STORE_OPS
-                {
-                    tracing::debug!("busy: not serving a file request from {peer} now");
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .file
-                        .send_response(channel, FileResponse::Busy);
-                    return;
-                }
-                self.serving += 1;
-                let blobs = self.blobs.clone();
-                self.run_store_op(async move {
-                    let response = tokio::task::spawn_blocking(move || blobs.answer(request))
-                        .await
-                        .unwrap_or(FileResponse::Busy);
-                    StoreDone::FileServed { channel, response }
-                });
-            }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                let rr = &mut self.swarm.behaviour_mut().file;
-                if self.fetcher.response(rr, request_id, Ok(response)) {
-                    self.drain_fetch_events();
-                }
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                tracing::debug!("file request to {peer} failed: {error}");
-                let rr = &mut self.swarm.behaviour_mut().file;
-                if self.fetcher.response(rr, request_id, Err(())) {
-                    self.drain_fetch_events();
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!("file request from {peer} failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let rr = &mut self.swarm.behaviour_mut().file;
+        let inbound = self.fetcher.handle_event(rr, event);
+        self.drain_fetch_events();
+        let Some(Inbound {
+            peer,
+            request,
+            channel,
+        }) = inbound
+        else {
+            return;
+        };
+        if self.serving >= MAX_FILE_SERVES || self.store_ops.len() >= MAX_PENDING_STORE_OPS {
+            tracing::debug!("busy: not serving a file request from {peer} now");
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .file
+                .send_response(channel, FileResponse::Busy);
+            return;
         }
+        self.serving += 1;
+        let blobs = self.blobs.clone();
+        self.run_store_op(async move {
+            let response = tokio::task::spawn_blocking(move || blobs.answer(request))
+                .await
+                .unwrap_or(FileResponse::Busy);
+            StoreDone::FileServed { channel, response }
+        });
     }
 }

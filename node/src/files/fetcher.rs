@@ -12,7 +12,8 @@
 //! the next start of the same file resumes from there.
 //!
 //! The owner's loop polls [`Fetcher::next_work`] beside its other sources, passes each result to
-//! [`Fetcher::work_done`], routes `/confab/file/1` responses to [`Fetcher::response`], calls
+//! [`Fetcher::work_done`], hands every `/confab/file/1` event to [`Fetcher::handle_event`] (which
+//! gives back the requests from peers, for the owner to serve), calls
 //! [`Fetcher::tick`] now and then (timeouts), and drains [`Fetcher::next_event`] after each call.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,11 +22,11 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use confab_protocol::ContentHash;
-use confab_protocol::file::FileResponse;
+use confab_protocol::file::{FileRequest, FileResponse};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 
 use super::store::{BlobStore, Download, WriteChunkError};
 use super::transfer::{Action, RequestId, Transfer};
@@ -57,6 +58,16 @@ pub enum FetchEvent {
         /// The exported path (`None` when not exported), or why it failed.
         result: Result<Option<PathBuf>, String>,
     },
+}
+
+/// A `/confab/file/1` request from a peer, for the fetcher's owner to serve.
+pub struct Inbound {
+    /// Who asks.
+    pub peer: PeerId,
+    /// What.
+    pub request: FileRequest,
+    /// Where the answer goes.
+    pub channel: ResponseChannel<FileResponse>,
 }
 
 /// The result of a download's blocking work, for [`Fetcher::work_done`].
@@ -227,16 +238,63 @@ impl Fetcher {
         }
     }
 
-    /// A response (or a failure) to one of the requests this fetcher sent. Returns false if the
-    /// request was not one of its own.
-    pub fn response(
+    /// Takes one event of the `/confab/file/1` behaviour: answers to this fetcher's requests
+    /// (and their failures) go to their downloads — drain [`Fetcher::next_event`] after —, failed
+    /// inbound streams are logged, and a request from a peer comes back for the owner to serve.
+    pub fn handle_event(
+        &mut self,
+        rr: &mut FileBehaviour,
+        event: request_response::Event<FileRequest, FileResponse>,
+    ) -> Option<Inbound> {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                return Some(Inbound {
+                    peer,
+                    request,
+                    channel,
+                });
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.response(rr, request_id, Ok(response)),
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!("file request to {peer} failed: {error}");
+                self.response(rr, request_id, Err(()));
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!("file request from {peer} failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+        None
+    }
+
+    /// A response (or a failure) to one of the requests this fetcher sent (others are ignored).
+    fn response(
         &mut self,
         rr: &mut FileBehaviour,
         request: OutboundRequestId,
         response: Result<FileResponse, ()>,
-    ) -> bool {
+    ) {
         let Some((root, id)) = self.calls.remove(&request) else {
-            return false;
+            return;
         };
         let now = Instant::now();
         if let Some(fetch) = self.fetches.get_mut(&root) {
@@ -246,7 +304,6 @@ impl Fetcher {
             }
         }
         self.drive(rr, root);
-        true
     }
 
     /// Lets every download notice its timeouts (call every second or so).
