@@ -135,6 +135,51 @@ fn sign_in(h: &mut Harness<'_, ConfabApp>, user: &str, button: &str) {
     });
 }
 
+/// Runs frames until `check` (asking a node, not the window) says done; `Err` carries what it
+/// saw, for the failure message.
+fn wait_node(
+    h: &mut Harness<'_, ConfabApp>,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        match check() {
+            Ok(()) => return,
+            Err(seen) if Instant::now() > deadline => {
+                panic!("timed out waiting for {what}: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A bootstrap; bob's node registered on it; alice's window registered and signed in.
+struct AliceAndBob {
+    h: Harness<'static, ConfabApp>,
+    bob: Client,
+    bob_events: broadcast::Receiver<Event>,
+    _server: confab_bootstrap::Bootstrap,
+}
+
+fn alice_and_bob(rt: &tokio::runtime::Runtime, dirs: &[tempfile::TempDir]) -> AliceAndBob {
+    let (server, addr) = bootstrap(rt, dirs[2].path());
+    let (bob, bob_events) = node(rt, config(dirs[1].path(), Some("bob"), Some(&addr)));
+    rt.block_on(bob.register("bob", PASSWORD)).unwrap();
+    let mut h = window(ConfabApp::new(
+        config(dirs[0].path(), Some("Alice"), Some(&addr)),
+        rt.handle().clone(),
+    ));
+    sign_in(&mut h, "alice", "Register");
+    AliceAndBob {
+        h,
+        bob,
+        bob_events,
+        _server: server,
+    }
+}
+
 #[test]
 fn first_run_register_see_a_peer_and_chat() {
     let rt = runtime();
@@ -228,16 +273,13 @@ fn first_run_register_see_a_peer_and_chat() {
 fn a_group_is_created_and_posted_to_from_the_window() {
     let rt = runtime();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (_server, addr) = bootstrap(&rt, dirs[2].path());
     let _guard = rt.enter();
-    let (bob, mut bob_events) = node(&rt, config(dirs[1].path(), Some("bob"), Some(&addr)));
-    rt.block_on(bob.register("bob", PASSWORD)).unwrap();
-
-    let mut h = window(ConfabApp::new(
-        config(dirs[0].path(), Some("Alice"), Some(&addr)),
-        rt.handle().clone(),
-    ));
-    sign_in(&mut h, "alice", "Register");
+    let AliceAndBob {
+        mut h,
+        bob,
+        mut bob_events,
+        _server,
+    } = alice_and_bob(&rt, &dirs);
 
     h.get_by_label("Groups").click_accesskit();
     wait(&mut h, "the group form", |h| shown(h, "Group name"));
@@ -280,19 +322,14 @@ fn a_group_is_created_and_posted_to_from_the_window() {
     wait(&mut h, "the new name", |h| shown(h, "crew (2 members)"));
     h.get_by_label("Make bob an admin").click_accesskit();
     wait(&mut h, "bob as admin", |h| shown(h, "Make bob a member"));
-    let groups = rt.block_on(bob.groups()).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let mut groups = groups;
-    while groups.first().and_then(|g| g.role_of("bob")) != Some(confab_node::Role::Admin) {
-        assert!(
-            Instant::now() < deadline,
-            "bob's node never saw his new role: {groups:?}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(50));
-        groups = rt.block_on(bob.groups()).unwrap();
-    }
-    assert_eq!(groups[0].name, "crew");
+    wait_node(&mut h, "bob's node to see his new role", || {
+        let groups = rt.block_on(bob.groups()).unwrap();
+        match groups.first() {
+            Some(g) if g.role_of("bob") == Some(confab_node::Role::Admin) => Ok(()),
+            _ => Err(format!("{groups:?}")),
+        }
+    });
+    assert_eq!(rt.block_on(bob.groups()).unwrap()[0].name, "crew");
 
     h.state_mut().shut_down();
     rt.block_on(bob.shutdown()).unwrap();
@@ -378,16 +415,13 @@ fn a_dropped_file_is_sent_and_the_other_window_downloads_it_to_100_percent() {
 fn do_not_disturb_stops_notifications() {
     let rt = runtime();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (_server, addr) = bootstrap(&rt, dirs[2].path());
     let _guard = rt.enter();
-    let (bob, _bob_events) = node(&rt, config(dirs[1].path(), Some("bob"), Some(&addr)));
-    rt.block_on(bob.register("bob", PASSWORD)).unwrap();
-
-    let mut h = window(ConfabApp::new(
-        config(dirs[0].path(), Some("Alice"), Some(&addr)),
-        rt.handle().clone(),
-    ));
-    sign_in(&mut h, "alice", "Register");
+    let AliceAndBob {
+        mut h,
+        bob,
+        bob_events: _,
+        _server,
+    } = alice_and_bob(&rt, &dirs);
     // The window is in the background from now on.
     h.input_mut().focused = false;
     let to_alice = Conversation::User("alice".into());
@@ -412,15 +446,14 @@ fn do_not_disturb_stops_notifications() {
         h.state().model().is_some_and(|m| m.settings.dnd)
     });
     let client = h.state().client().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !rt.block_on(client.settings()).unwrap().dnd {
-        assert!(
-            Instant::now() < deadline,
-            "the node never had do-not-disturb on"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_node(&mut h, "the node to have do-not-disturb on", || {
+        let settings = rt.block_on(client.settings()).unwrap();
+        if settings.dnd {
+            Ok(())
+        } else {
+            Err(format!("{settings:?}"))
+        }
+    });
     rt.block_on(bob.send(&to_alice, "second")).unwrap();
     wait(&mut h, "the second message", |h| chat_has(h, "second"));
     for _ in 0..10 {
@@ -471,16 +504,13 @@ fn a_long_conversation_lays_out_only_what_is_visible() {
 fn the_profile_is_edited_and_people_are_found_and_added() {
     let rt = runtime();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (_server, addr) = bootstrap(&rt, dirs[2].path());
     let _guard = rt.enter();
-    let (bob, mut bob_events) = node(&rt, config(dirs[1].path(), Some("bob"), Some(&addr)));
-    rt.block_on(bob.register("bob", PASSWORD)).unwrap();
-
-    let mut h = window(ConfabApp::new(
-        config(dirs[0].path(), Some("Alice"), Some(&addr)),
-        rt.handle().clone(),
-    ));
-    sign_in(&mut h, "alice", "Register");
+    let AliceAndBob {
+        mut h,
+        bob,
+        mut bob_events,
+        _server,
+    } = alice_and_bob(&rt, &dirs);
 
     // The profile editor.
     h.get_by_label("Profile…").click_accesskit();
@@ -490,19 +520,14 @@ fn the_profile_is_edited_and_people_are_found_and_added() {
     }
     type_into(&mut h, "Status line", "down the rabbit hole");
     h.get_by_label("Save profile").click_accesskit();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        h.step();
+    wait_node(&mut h, "the new status line", || {
         let profile = rt.block_on(bob.profile_get("alice")).unwrap();
         if profile.signature == "down the rabbit hole" {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{profile:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the profile never changed: {profile:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 
     // Finding bob and asking him to be friends.
     h.get_by_label("Friends").click_accesskit();

@@ -416,7 +416,38 @@ pub mod raw {
 pub mod files {
     //! Files for the transfer tests.
 
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    use confab_node::{Client, Event, MessageId};
+    use tokio::sync::broadcast;
+
+    use crate::chat::expect;
+
+    /// `client` fetches message `id`'s file into `dest`, reporting progress before the end
+    /// (checked: a `transfer_progress` short of the total, then `transfer_complete`); returns
+    /// where the file is.
+    pub async fn fetch_with_progress(
+        client: &Client,
+        events: &mut broadcast::Receiver<Event>,
+        id: MessageId,
+        dest: &Path,
+    ) -> PathBuf {
+        let fetch = {
+            let (client, dest) = (client.clone(), dest.to_owned());
+            tokio::spawn(async move { client.fetch_file(id, &dest).await })
+        };
+        expect(events, "progress", |e| {
+            matches!(e, Event::TransferProgress { id: got, done, total } if *got == id && done < total)
+        })
+        .await;
+        expect(
+            events,
+            "the end of the download",
+            |e| matches!(e, Event::TransferComplete { id: got, .. } if *got == id),
+        )
+        .await;
+        fetch.await.unwrap().expect("downloaded")
+    }
 
     /// Writes `mib` MiB of random bytes to `path`, one MiB at a time.
     pub fn random_file(path: &Path, mib: usize) {

@@ -10,7 +10,7 @@ use confab_protocol::{
     encode,
 };
 use confab_tests::chat::expect;
-use confab_tests::files::random_file;
+use confab_tests::files::{fetch_with_progress, random_file};
 use confab_tests::raw::{exchange, raw_swarm};
 use confab_tests::rpc::Rpc;
 use libp2p::{Multiaddr, PeerId};
@@ -279,24 +279,9 @@ async fn a_64_mib_file_arrives_byte_identical_with_progress() {
     )
     .await;
 
-    let dest = dirs[1].path().join("downloads");
-    let fetch = {
-        let bob = bob.clone();
-        let dest = dest.clone();
-        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
-    };
     // The first chunk is reported before the end, then the end.
-    expect(&mut bob_events, "progress", |e| {
-        matches!(e, Event::TransferProgress { id: got, done, total } if *got == id && done < total)
-    })
-    .await;
-    expect(
-        &mut bob_events,
-        "the end of the download",
-        |e| matches!(e, Event::TransferComplete { id: got, .. } if *got == id),
-    )
-    .await;
-    let path = fetch.await.unwrap().expect("downloaded");
+    let dest = dirs[1].path().join("downloads");
+    let path = fetch_with_progress(&bob, &mut bob_events, id, &dest).await;
     assert_eq!(path, dest.join("big.dat"));
     assert_eq!(file_hash(&path), file_hash(&big), "byte-identical");
 

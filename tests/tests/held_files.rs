@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use confab_node::{Event, FileHoldState, MessageId};
 use confab_tests::chat::*;
-use confab_tests::files::random_file;
+use confab_tests::files::{fetch_with_progress, random_file};
 use confab_tests::nodes::node;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep};
@@ -161,24 +161,9 @@ async fn a_64_mib_file_to_an_online_user_arrives_byte_identical_with_progress() 
     assert_eq!(got.conversation, user("alice"));
     assert_eq!(got.attachment.as_ref().map(|a| a.size), Some(64 << 20));
 
-    let dest = dirs[1].path().join("saved");
-    let fetch = {
-        let bob = bob.clone();
-        let dest = dest.clone();
-        tokio::spawn(async move { bob.fetch_file(id, &dest).await })
-    };
     // Progress before the end, then the end.
-    expect(&mut bob_events, "progress", |e| {
-        matches!(e, Event::TransferProgress { id: got, done, total } if *got == id && done < total)
-    })
-    .await;
-    expect(
-        &mut bob_events,
-        "the end of the download",
-        |e| matches!(e, Event::TransferComplete { id: got, .. } if *got == id),
-    )
-    .await;
-    let path = fetch.await.unwrap().expect("downloaded");
+    let dest = dirs[1].path().join("saved");
+    let path = fetch_with_progress(&bob, &mut bob_events, id, &dest).await;
     assert_eq!(path, dest.join("film.bin"));
     assert!(
         std::fs::read(&path).unwrap() == std::fs::read(&big).unwrap(),
