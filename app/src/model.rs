@@ -242,17 +242,16 @@ impl Model {
         chat.recount();
     }
 
-    /// Recounts every conversation's unread messages (after a state change found by id).
-    fn recount_all(&mut self) {
+    /// Changes message `id` with `change` (if it is shown) and recounts the unread messages of
+    /// its conversation only.
+    fn update(&mut self, id: MessageId, change: impl FnOnce(&mut Message)) {
         for chat in self.chats.values_mut() {
-            chat.recount();
+            if let Some(m) = chat.messages.iter_mut().rev().find(|m| m.id == id) {
+                change(m);
+                chat.recount();
+                return;
+            }
         }
-    }
-
-    fn find(&mut self, id: MessageId) -> Option<&mut Message> {
-        self.chats
-            .values_mut()
-            .find_map(|c| c.messages.iter_mut().rev().find(|m| m.id == id))
     }
 
     /// Applies a node event; returns the notification it calls for, if any (the caller decides
@@ -295,14 +294,10 @@ impl Model {
                     p.connected = false;
                 }
             }
-            Event::Delivery { id, state } => {
-                if let Some(m) = self.find(id)
-                    && m.delivery < state
-                {
-                    m.delivery = state;
-                    self.recount_all();
-                }
-            }
+            Event::Delivery { id, state } => self.update(id, |m| {
+                // States only move forward.
+                m.delivery = m.delivery.max(state);
+            }),
             Event::Presence { user, online } => {
                 if let Some(f) = self.friends.friends.iter_mut().find(|f| f.user == user) {
                     f.online = online;
@@ -318,14 +313,11 @@ impl Model {
                     "signed out (from elsewhere, or the account is gone)".into()
                 ));
             }
-            Event::Recalled { id, .. } => {
-                if let Some(m) = self.find(id) {
-                    m.recalled = true;
-                    m.text = None;
-                    m.attachment = None;
-                    self.recount_all();
-                }
-            }
+            Event::Recalled { id, .. } => self.update(id, |m| {
+                m.recalled = true;
+                m.text = None;
+                m.attachment = None;
+            }),
             Event::Deleted { id, conversation } => {
                 if let Some(chat) = self.chats.get_mut(&conversation.to_string()) {
                     chat.messages.retain(|m| m.id != id);
