@@ -429,6 +429,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
                     text: Some(text),
                     author_cert: None,
                     attachment: None,
+                    sealed: None,
                 }));
         }
     }
@@ -475,6 +476,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
             text: Some(text),
             author_cert: None,
             attachment: None,
+            sealed: None,
         };
         mailbox.add_deposit(author, to, message, now);
     }

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Wire;
+use crate::e2e::{
+    MAX_COMMIT_DEVICES, MAX_KEY_PACKAGE_BYTES, MAX_KEY_PACKAGES_PER_DEVICE, MAX_MLS_BLOB_BYTES,
+};
 use crate::group::{GroupVersion, Role, Roster};
 use crate::ids::{ContentHash, MessageId};
 use crate::limits::*;
@@ -269,6 +272,79 @@ pub enum BootstrapRequest {
         /// Blocked?
         blocked: bool,
     },
+    /// Publishes this device's MLS key packages for `suite` (each TLS-encoded, its credential
+    /// naming this device and account; see [`crate::e2e::credential_identity`]). Each is handed
+    /// out once. Answered with `MlsStock`; an empty list only asks how many are left.
+    MlsPublish {
+        /// The suite's code point.
+        suite: u16,
+        /// At most [`MAX_KEY_PACKAGES_PER_DEVICE`] packages.
+        key_packages: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Takes one key package of every device of `user` for `suite` (each is then gone from the
+    /// bootstrap), to add those devices to an encrypted conversation. Only for `user` itself, its
+    /// friends and the members of a group it is in. Answered with `MlsClaimed`.
+    MlsClaim {
+        /// Whose devices.
+        user: String,
+        /// The suite's code point.
+        suite: u16,
+    },
+    /// The encrypted conversations of this account (`MlsConversations`).
+    MlsConversations,
+    /// The latest GroupInfo of an encrypted conversation this account is in, to join it by an
+    /// external commit (`MlsGroupInfo`).
+    MlsGroupInfo {
+        /// `group:<id>` or `dm:<a>:<b>`.
+        conversation: String,
+    },
+    /// A commit to an encrypted conversation at `epoch`. The bootstrap stores it only if `epoch`
+    /// is the conversation's epoch now (else `Conflict`: fetch the commits in between and try
+    /// again), so exactly one commit wins each epoch; a commit at epoch 0 of a conversation that
+    /// is not encrypted yet starts its encryption with `suite`. The declared `added` and
+    /// `removed` devices are checked: added devices belong to users of the conversation; a
+    /// device is removed by its own account, by an owner or admin of the group, or after its
+    /// account left the conversation. A Welcome is released to the added devices in the same
+    /// transaction. Answered with `MlsCommitted`.
+    MlsCommit {
+        /// `group:<id>` or `dm:<a>:<b>`.
+        conversation: String,
+        /// The epoch the commit was made at.
+        epoch: u64,
+        /// The suite's code point (must be the conversation's).
+        suite: u16,
+        /// The TLS-encoded `MLSMessage` holding the commit.
+        #[serde(with = "serde_bytes")]
+        commit: Vec<u8>,
+        /// The new epoch's GroupInfo (with the ratchet tree), for external joins.
+        #[serde(with = "serde_bytes")]
+        group_info: Vec<u8>,
+        /// The Welcome for the added devices, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+        welcome: Option<Vec<u8>>,
+        /// Devices the commit adds.
+        added: Vec<crate::e2e::MlsDevice>,
+        /// Devices the commit removes.
+        removed: Vec<crate::e2e::MlsDevice>,
+        /// An external commit: this device joins by itself (`added` is this device only).
+        #[serde(default)]
+        external: bool,
+    },
+    /// The commits of an encrypted conversation from epoch `from` on, in order, one page
+    /// (`MlsCommits`).
+    MlsCommits {
+        /// `group:<id>` or `dm:<a>:<b>`.
+        conversation: String,
+        /// The first epoch wanted (the commit that leaves it).
+        from: u64,
+    },
+    /// The Welcomes waiting for this device (`MlsWelcomes`).
+    MlsWelcomes,
+    /// This device has processed its Welcome to `conversation`: the bootstrap drops it.
+    MlsWelcomeDone {
+        /// The conversation.
+        conversation: String,
+    },
     /// A request kind this version does not know.
     #[serde(other)]
     Unknown,
@@ -412,6 +488,8 @@ pub enum ErrorCode {
     Internal,
     /// The account's storage quota on the bootstrap (held files) would be exceeded.
     QuotaExceeded,
+    /// The state moved on (an MLS commit at an old epoch): fetch what changed and retry.
+    Conflict,
     /// A code this version does not know.
     #[serde(other)]
     Unknown,
@@ -490,6 +568,52 @@ pub enum BootstrapResponse {
         user: String,
         /// At most [`MAX_DEVICES`].
         devices: Vec<DeviceInfo>,
+    },
+    /// How many key packages this device has left at the bootstrap for a suite.
+    MlsStock {
+        /// Key packages left.
+        count: u32,
+    },
+    /// Key packages handed out by `MlsClaim`.
+    MlsClaimed {
+        /// One per device that had one.
+        packages: Vec<crate::e2e::ClaimedKeyPackage>,
+        /// Devices of the user (peer id bytes) that had none for the suite.
+        missing: Vec<serde_bytes::ByteBuf>,
+    },
+    /// This account's encrypted conversations.
+    MlsConversations {
+        /// Each with its suite, epoch and whether the asking device is a member.
+        conversations: Vec<crate::e2e::MlsConversation>,
+    },
+    /// An encrypted conversation's latest GroupInfo.
+    MlsGroupInfo {
+        /// The suite's code point.
+        suite: u16,
+        /// The epoch now.
+        epoch: u64,
+        /// The TLS-encoded `MLSMessage` holding the GroupInfo.
+        #[serde(with = "serde_bytes")]
+        group_info: Vec<u8>,
+        /// The member devices now.
+        members: Vec<crate::e2e::MlsDevice>,
+    },
+    /// A commit is stored: the conversation is at `epoch` now.
+    MlsCommitted {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// Commits, in order: the first leaves epoch `from` of the request.
+    MlsCommits {
+        /// TLS-encoded `MLSMessage`s, at most [`crate::e2e::MAX_COMMITS_PAGE`].
+        commits: Vec<serde_bytes::ByteBuf>,
+        /// The conversation's epoch now.
+        epoch: u64,
+    },
+    /// The Welcomes waiting for this device.
+    MlsWelcomes {
+        /// At most one per conversation.
+        welcomes: Vec<crate::e2e::MlsWelcome>,
     },
     /// Refused.
     Error {
@@ -676,6 +800,14 @@ pub enum Notification {
         /// The file.
         root: ContentHash,
     },
+    /// An encrypted conversation of this account has a new commit (it is at `epoch` now) or a
+    /// Welcome for this device: fetch them.
+    Mls {
+        /// `group:<id>` or `dm:<a>:<b>`.
+        conversation: String,
+        /// Its epoch now.
+        epoch: u64,
+    },
     /// A notification this version does not know.
     #[serde(other)]
     Unknown,
@@ -758,6 +890,53 @@ impl Wire for BootstrapRequest {
             | FriendAccept { user }
             | FriendRemove { user } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
             SearchUsers { query } => check_len("query", query.len(), MAX_QUERY_BYTES),
+            MlsPublish { key_packages, .. } => {
+                if key_packages.len() > MAX_KEY_PACKAGES_PER_DEVICE {
+                    return Err(format!(
+                        "{} key packages, the limit is {MAX_KEY_PACKAGES_PER_DEVICE}",
+                        key_packages.len()
+                    ));
+                }
+                for kp in key_packages {
+                    check_len("key package", kp.len(), MAX_KEY_PACKAGE_BYTES)?;
+                }
+                Ok(())
+            }
+            MlsClaim { user, .. } => check_len("username", user.len(), MAX_USERNAME_CHARS * 4),
+            MlsGroupInfo { conversation }
+            | MlsCommits { conversation, .. }
+            | MlsWelcomeDone { conversation } => {
+                check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)
+            }
+            MlsCommit {
+                conversation,
+                commit,
+                group_info,
+                welcome,
+                added,
+                removed,
+                ..
+            } => {
+                check_len("conversation", conversation.len(), MAX_ADDRESS_BYTES)?;
+                check_len("commit", commit.len(), MAX_MLS_BLOB_BYTES)?;
+                check_len("group info", group_info.len(), MAX_MLS_BLOB_BYTES)?;
+                check_len(
+                    "welcome",
+                    welcome.as_ref().map_or(0, Vec::len),
+                    MAX_MLS_BLOB_BYTES,
+                )?;
+                if added.len() + removed.len() > MAX_COMMIT_DEVICES {
+                    return Err(format!(
+                        "a commit changes {} devices, the limit is {MAX_COMMIT_DEVICES}",
+                        added.len() + removed.len()
+                    ));
+                }
+                for d in added.iter().chain(removed) {
+                    check_len("username", d.user.len(), MAX_USERNAME_CHARS * 4)?;
+                    check_len("device", d.device.len(), 64)?;
+                }
+                Ok(())
+            }
             Deposit { to, message } => {
                 check_len("username", to.len(), MAX_USERNAME_CHARS * 4)?;
                 message.validate().map_err(|e| e.to_string())
@@ -811,6 +990,8 @@ impl Wire for BootstrapRequest {
             | Broadcasts { .. }
             | SetDnd { .. }
             | FileReceived { .. }
+            | MlsConversations
+            | MlsWelcomes
             | Unknown => Ok(()),
             Recall {
                 conversation,

@@ -23,6 +23,7 @@
 pub mod bootstrap;
 pub mod codec;
 pub mod direct;
+pub mod e2e;
 pub mod file;
 pub mod gossip;
 pub mod group;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::DeviceCert;
+use crate::e2e::{MAX_SEALED_BYTES, Sealed};
 use crate::ids::{ContentHash, MessageId};
 use crate::limits::{
     MAX_FILE_NAME_BYTES, MAX_MIME_BYTES, MAX_NAME_BYTES, MAX_TEXT_BYTES, MAX_THUMBNAIL_BYTES,
@@ -31,6 +32,11 @@ pub struct ChatMessage {
     /// `/confab/file/1`, named by its hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Box<Attachment>>,
+    /// In an end-to-end encrypted conversation: the whole content (name, text, attachment and
+    /// its key) as MLS ciphertext; `sender_name` is then empty and `text` and `attachment`
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Box<Sealed>>,
 }
 
 /// What an attachment is, decided from its content (never from its name).
@@ -94,6 +100,9 @@ pub enum InvalidMessage {
     /// An attachment's description breaks a limit.
     #[error("bad attachment: {0}")]
     Attachment(&'static str),
+    /// An encrypted message breaks a rule.
+    #[error("bad encrypted message: {0}")]
+    Sealed(&'static str),
 }
 
 impl ChatMessage {
@@ -106,11 +115,26 @@ impl ChatMessage {
             text: Some(text.into()),
             author_cert: None,
             attachment: None,
+            sealed: None,
         }
     }
 
     /// Checks the limits that the encoding alone cannot express.
     pub fn validate(&self) -> Result<(), InvalidMessage> {
+        if let Some(sealed) = &self.sealed {
+            if self.text.is_some() || self.attachment.is_some() || !self.sender_name.is_empty() {
+                return Err(InvalidMessage::Sealed(
+                    "a sealed message carries no plaintext",
+                ));
+            }
+            if sealed.ciphertext.len() > MAX_SEALED_BYTES {
+                return Err(InvalidMessage::Sealed("the ciphertext is too large"));
+            }
+            if crate::e2e::Suite::from_code(sealed.suite).is_none() {
+                return Err(InvalidMessage::Sealed("not an allowed cipher suite"));
+            }
+            return Ok(());
+        }
         if self.sender_name.len() > MAX_NAME_BYTES {
             return Err(InvalidMessage::NameTooLong(self.sender_name.len()));
         }

@@ -49,6 +49,7 @@ fn sample_message() -> ChatMessage {
         text: Some("hello, bob — ünïcode ok".into()),
         author_cert: None,
         attachment: None,
+        sealed: None,
     }
 }
 
