@@ -22,6 +22,10 @@
 //! sequence that only grows, bounded by count and age, indexed by message id and device for
 //! deduplication and recalls.
 //!
+//! An encrypted conversation (`mls_*` on [`Tx`]) is one [`MlsRecord`] under its name, the commits
+//! that left each of its epochs, the Welcomes waiting for devices, and each account's encrypted
+//! direct conversations; the key packages devices published are stored per device and suite.
+//!
 //! An account's settings ([`Tx::settings`], [`Tx::put_settings`], [`Tx::remove_settings`]) are
 //! one record under its name; [`Tx::blocks`] answers "did this account block that address?" with
 //! one lookup, for the requests that enforce blocking.
@@ -436,11 +440,13 @@ macro_rules! with_table {
 mod broadcasts;
 mod groups;
 mod holds;
+mod mls;
 mod recall;
 mod settings;
 pub use broadcasts::Appended;
 pub use groups::{GroupMember, GroupRecord};
 pub use holds::{HoldRecord, HoldRef};
+pub use mls::MlsRecord;
 
 impl Tx {
     /// The write transaction, or an error in a read-only snapshot.
@@ -474,6 +480,12 @@ impl Tx {
         self.w()?.open_table(HOLDS)?;
         self.w()?.open_table(HOLD_REFS)?;
         self.w()?.open_table(HOLD_USAGE)?;
+        self.w()?.open_table(MLS_KEY_PACKAGES)?;
+        self.w()?.open_table(MLS_CONVERSATIONS)?;
+        self.w()?.open_table(MLS_GROUP_INFOS)?;
+        self.w()?.open_table(MLS_COMMITS)?;
+        self.w()?.open_table(MLS_WELCOMES)?;
+        self.w()?.open_table(MLS_USER_DMS)?;
         Ok(())
     }
 

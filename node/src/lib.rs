@@ -16,6 +16,8 @@
 //! - `event_loop`, `discovery`, `store`: the node's tasks (private); `event_loop/accounts.rs` is the
 //!   bootstrap side (session, account requests, notifications), `event_loop/nat.rs` relay, DCUtR,
 //!   AutoNAT and keep-alive.
+//! - [`mls`]: end-to-end encryption, this device's MLS groups (one per encrypted conversation);
+//!   `e2e` drives them with the bootstrap (key packages, ordered commits, joins; private).
 //! - `bootstraps`: which bootstraps the node trusts and when to redial them (sans-IO, private).
 //! - `cert`: verification of the device certificates on incoming messages (private).
 //! - `keep_alive`: keeps idle connections to the bootstraps open (private).
@@ -42,6 +44,7 @@ mod event_loop;
 pub mod files;
 mod keep_alive;
 mod mailbox;
+pub mod mls;
 pub mod net;
 pub mod rpc;
 mod store;

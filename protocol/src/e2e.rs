@@ -14,7 +14,6 @@ use crate::message::Attachment;
 /// The cipher suites Confab allows: vetted MLS suites, chosen once per conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum Suite {
     /// `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519` (0x0001): the default.
     X25519Aes128Gcm,

@@ -64,6 +64,29 @@ pub(crate) const HOLD_REFS: TableDefinition<(&str, &[u8]), &[u8]> =
 /// `username -> bytes`: the size of the held files each account is charged for (its quota use).
 pub(crate) const HOLD_USAGE: TableDefinition<&str, u64> =
     TableDefinition::new("file_hold_usage_v1");
+/// `(username, device peer id, suite code, blake3 of the package) -> TLS-encoded KeyPackage`: the
+/// MLS key packages each device published, per suite, each handed out once (see `store::mls`).
+pub(crate) const MLS_KEY_PACKAGES: TableDefinition<(&str, &str, u16, &[u8]), &[u8]> =
+    TableDefinition::new("mls_key_packages_v1");
+/// `conversation -> MlsRecord` (CBOR): an encrypted conversation's suite, epoch and member devices.
+pub(crate) const MLS_CONVERSATIONS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("mls_conversations_v1");
+/// `conversation -> TLS-encoded MLSMessage`: the latest GroupInfo of each conversation in
+/// [`MLS_CONVERSATIONS`] (apart, so that listing and checking records does not read it).
+pub(crate) const MLS_GROUP_INFOS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("mls_group_infos_v1");
+/// `(conversation, epoch) -> TLS-encoded MLSMessage`: the commit that left each epoch, in order.
+pub(crate) const MLS_COMMITS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("mls_commits_v1");
+/// `(device peer id, conversation) -> StoredWelcome` (CBOR): the Welcome waiting for a device
+/// added to a conversation, until it says it processed it.
+pub(crate) const MLS_WELCOMES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("mls_welcomes_v1");
+/// `(username, dm conversation) -> started at (unix ms)`: each account's encrypted direct
+/// conversations (a group's are found through [`USER_GROUPS`]), written with the conversation's
+/// record in [`MLS_CONVERSATIONS`].
+pub(crate) const MLS_USER_DMS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("mls_user_dms_v1");
 
 /// Key in [`META`]: the server's keypair (libp2p protobuf encoding).
 pub(crate) const KEY_IDENTITY: &str = "identity";
@@ -104,5 +127,11 @@ pub(crate) fn visit_all<T: TableVisitor>(visitor: &mut T) -> Result<(), T::Error
     visitor.visit(HOLDS)?;
     visitor.visit(HOLD_REFS)?;
     visitor.visit(HOLD_USAGE)?;
+    visitor.visit(MLS_KEY_PACKAGES)?;
+    visitor.visit(MLS_CONVERSATIONS)?;
+    visitor.visit(MLS_GROUP_INFOS)?;
+    visitor.visit(MLS_COMMITS)?;
+    visitor.visit(MLS_WELCOMES)?;
+    visitor.visit(MLS_USER_DMS)?;
     Ok(())
 }
