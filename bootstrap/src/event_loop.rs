@@ -786,6 +786,13 @@ impl EventLoop {
                     self.push(device, note.clone());
                 }
             }
+            Effect::NotifyOthers { user, except, note } => {
+                for device in self.presence.online_devices(&user) {
+                    if device != except {
+                        self.push(device, note.clone());
+                    }
+                }
+            }
             Effect::NotifyDevice { device, note } => self.push(device, note),
             Effect::DeviceBound { device, user } => {
                 if self.swarm.is_connected(&device) {

@@ -25,10 +25,15 @@
 //! Account settings (do-not-disturb, muted conversations, blocked users and groups) are in
 //! [`settings`], with the list of what blocking refuses where: here, deposits, receipts, friend
 //! requests and device listings; in [`groups`], creations, invitations and posts.
+//!
+//! End-to-end encryption is in [`mls`]: the bootstrap is the MLS delivery service (key packages,
+//! ordered commits, Welcomes, GroupInfo), and refuses plaintext deposits and group posts into a
+//! conversation once it is encrypted.
 
 pub mod broadcasts;
 pub mod files;
 pub mod groups;
+pub mod mls;
 pub mod password;
 pub mod recall;
 pub mod settings;
@@ -62,6 +67,15 @@ pub enum Effect {
     Notify {
         /// The receiver.
         user: String,
+        /// What.
+        note: Notification,
+    },
+    /// Push to every online device of `user` but `except` (the device whose request it follows).
+    NotifyOthers {
+        /// The receiver.
+        user: String,
+        /// The device left out.
+        except: PeerId,
         /// What.
         note: Notification,
     },
@@ -350,6 +364,46 @@ impl Service {
             BootstrapRequest::SetBlocked { target, blocked } => {
                 self.set_blocked(device, target, blocked).await
             }
+            BootstrapRequest::MlsPublish {
+                suite,
+                key_packages,
+            } => self.mls_publish(device, suite, key_packages).await,
+            BootstrapRequest::MlsClaim { user, suite } => self.mls_claim(device, user, suite).await,
+            BootstrapRequest::MlsConversations => self.mls_conversations(device).await,
+            BootstrapRequest::MlsGroupInfo { conversation } => {
+                self.mls_group_info(device, conversation).await
+            }
+            BootstrapRequest::MlsCommit {
+                conversation,
+                epoch,
+                suite,
+                commit,
+                group_info,
+                welcome,
+                added,
+                removed,
+                external,
+            } => {
+                let commit = mls::Commit {
+                    conversation,
+                    epoch,
+                    suite,
+                    commit,
+                    group_info,
+                    welcome,
+                    added,
+                    removed,
+                    external,
+                };
+                self.mls_commit(device, commit).await
+            }
+            BootstrapRequest::MlsCommits { conversation, from } => {
+                self.mls_commits(device, conversation, from).await
+            }
+            BootstrapRequest::MlsWelcomes => self.mls_welcomes(device).await,
+            BootstrapRequest::MlsWelcomeDone { conversation } => {
+                self.mls_welcome_done(device, conversation).await
+            }
             _ => Err(Refusal::new(
                 ErrorCode::Invalid,
                 "this server does not know that request",
@@ -415,7 +469,7 @@ impl Service {
                     ));
                 }
                 tx.put_user(&record)?;
-                tx.bind_device(&device_key, &record.user, now_ms())?;
+                bind(tx, &device_key, &record.user)?;
                 Ok(())
             })
         })
@@ -489,10 +543,8 @@ impl Service {
         let user = normalize_username(&user).map_err(|_| bad_credentials())?;
         self.check_password(&user, source, password).await?;
         let (key, name) = (device.to_base58(), user.clone());
-        self.blocking(move |s| {
-            s.write(|tx| Ok::<_, Refusal>(tx.bind_device(&key, &name, now_ms())?))
-        })
-        .await?;
+        self.blocking(move |s| s.write(|tx| Ok::<_, Refusal>(bind(tx, &key, &name)?)))
+            .await?;
         tracing::info!("{user} logged in from {device}");
         Ok(self.session(user, device))
     }
@@ -500,7 +552,15 @@ impl Service {
     async fn logout(&self, device: PeerId) -> Result<Outcome, Refusal> {
         let key = device.to_base58();
         let was = self
-            .blocking(move |s| s.write(|tx| Ok::<_, Refusal>(tx.unbind_device(&key)?)))
+            .blocking(move |s| {
+                s.write(|tx| {
+                    let was = tx.unbind_device(&key)?;
+                    if let Some(user) = &was {
+                        mls::forget_device(tx, user, &key)?;
+                    }
+                    Ok::<_, Refusal>(was)
+                })
+            })
             .await?;
         match was {
             Some(_) => Self::done(vec![Effect::DeviceUnbound { device }]),
@@ -859,6 +919,11 @@ impl Service {
                 if receiver != author && tx.blocks(&receiver, &settings::user_address(&author))? {
                     return Err(not_accepted(&receiver, "messages"));
                 }
+                mls::refuse_plaintext(
+                    tx,
+                    &confab_protocol::e2e::dm_conversation(&author, &receiver),
+                    &message,
+                )?;
                 for owner in [&receiver, &author] {
                     check_room(tx, owner, max_entries)?;
                 }
@@ -1236,15 +1301,30 @@ pub struct DeletedUser {
     pub groups: Vec<groups::GroupChange>,
 }
 
-/// Removes an account and everything of it: devices, relations, avatar, mailbox, settings, and its
+/// Binds `device` (base58) to `user`. A device that moves from another account leaves that
+/// account's MLS state behind (see [`mls::forget_device`]).
+fn bind(tx: &mut Tx, device: &str, user: &str) -> Result<(), StoreError> {
+    if let Some(previous) = tx.device_user(device)?
+        && previous != user
+    {
+        mls::forget_device(tx, &previous, device)?;
+    }
+    tx.bind_device(device, user, now_ms())
+}
+
+/// Removes an account and everything of it: devices (with their MLS key packages and Welcomes),
+/// relations, avatar, mailbox, settings, its index of encrypted direct conversations, and its
 /// place in every group (as if it left each: an owner hands over, a group left empty ends).
-/// Other accounts' settings that name it (`user:<it>` muted or blocked) stay as they are.
+/// Other accounts' settings that name it (`user:<it>` muted or blocked) stay as they are, and so
+/// do the records of encrypted conversations.
 pub fn delete_user(tx: &mut Tx, user: &str) -> Result<DeletedUser, Refusal> {
     let record = tx.user(user)?;
     let devices = tx.user_devices(user)?;
     for d in &devices {
         tx.unbind_device(d)?;
+        mls::forget_device(tx, user, d)?;
     }
+    tx.remove_mls_dms(user)?;
     let others: Vec<String> = tx.relations(user)?.into_iter().map(|(u, _)| u).collect();
     for other in &others {
         tx.set_relation(user, other, Relation::None)?;

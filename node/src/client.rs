@@ -297,7 +297,29 @@ pub(crate) enum Command {
         request: BootstrapRequest,
         reply: Reply<Result<BootstrapResponse, CallError>>,
     },
+    /// Starts (or confirms) end-to-end encryption of a conversation.
+    Encrypt {
+        to: Conversation,
+        suite: confab_protocol::e2e::Suite,
+        reply: Reply<Result<confab_protocol::e2e::Suite, crate::e2e::E2eError>>,
+    },
+    /// Whether a conversation is end-to-end encrypted, as this device knows.
+    Encryption {
+        to: Conversation,
+        reply: Reply<Option<Encryption>>,
+    },
     Shutdown(Reply<Result<(), QueryError>>),
+}
+
+/// How a conversation is end-to-end encrypted ([`Client::encryption`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    /// Its cipher suite, fixed for good when encryption started.
+    pub suite: confab_protocol::e2e::Suite,
+    /// The MLS epoch this device is at, if it is in the conversation's group yet.
+    pub epoch: Option<u64>,
+    /// The member devices (account and peer id), as this device's group has them.
+    pub devices: Vec<(String, String)>,
 }
 
 /// The handle to a running node.
@@ -613,6 +635,31 @@ impl Client {
         self.ask(|reply| Command::Bootstrap { request, reply })
             .await
             .unwrap_or(Err(CallError::NodeStopped))
+    }
+
+    /// Makes `to` (`user:` or `group:`) end-to-end encrypted with `suite` (the default suite
+    /// when `None`): every device of every user in it becomes a member of its MLS group, and
+    /// from then on every message in it is encrypted, for good. If it is encrypted already, this
+    /// device joins it; asking for another suite than the one it has is an error (its suite
+    /// never changes). Returns the suite.
+    pub async fn encrypt(
+        &self,
+        to: &Conversation,
+        suite: Option<confab_protocol::e2e::Suite>,
+    ) -> Result<confab_protocol::e2e::Suite, crate::e2e::E2eError> {
+        let to = to.clone();
+        let suite = suite.unwrap_or(confab_protocol::e2e::Suite::DEFAULT);
+        self.ask(|reply| Command::Encrypt { to, suite, reply })
+            .await
+            .unwrap_or(Err(crate::e2e::E2eError::NodeStopped))
+    }
+
+    /// How `to` is end-to-end encrypted, or `None` if it is not (as far as this device knows).
+    pub async fn encryption(&self, to: &Conversation) -> Result<Option<Encryption>, QueryError> {
+        let to = to.clone();
+        self.ask(|reply| Command::Encryption { to, reply })
+            .await
+            .ok_or(QueryError::NodeStopped)
     }
 
     /// Creates an account on the bootstrap and logs this device into it; returns the username in

@@ -115,6 +115,10 @@ pub enum SendError {
     /// Too many messages to users are waiting for the bootstrap.
     #[error("{0} messages are already waiting for the bootstrap; try again later")]
     OutboxFull(usize),
+    /// The conversation is end-to-end encrypted and this device cannot encrypt for it (not
+    /// joined yet, or starting encryption failed); nothing was sent.
+    #[error("{0}")]
+    Encryption(String),
     /// The message could not be stored locally, so it was not sent.
     #[error(transparent)]
     Store(#[from] StoreError),

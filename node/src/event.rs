@@ -141,6 +141,16 @@ pub enum Event {
     },
     /// The account's settings changed (here or on another device of the account).
     Settings(crate::client::Settings),
+    /// A conversation is end-to-end encrypted, and this device is in it at `epoch` (after it
+    /// started, joined, or its membership changed).
+    Encryption {
+        /// The conversation.
+        conversation: Conversation,
+        /// Its cipher suite's name, e.g. `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`.
+        suite: String,
+        /// The MLS epoch this device is at (it grows with every membership change).
+        epoch: u64,
+    },
     /// Who wrote to this user while this device was away, sent once its bootstrap session is
     /// (re)established and before those messages arrive (as [`Event::Message`]s, oldest first).
     /// Only when there is something: `total > 0`.

@@ -14,6 +14,7 @@ mod accounts;
 mod broadcasts;
 mod fetch;
 mod files;
+mod e2e;
 mod groups;
 mod mailbox;
 mod nat;
@@ -199,6 +200,8 @@ enum StoreDone {
         /// The account it is sent as (this device's when it was sent).
         author: Option<String>,
         message: ChatMessage,
+        /// Its sealed form, in an end-to-end encrypted conversation.
+        wire: Option<ChatMessage>,
         reply: Reply<Result<MessageId, SendError>>,
         result: Result<Inserted, StoreError>,
     },
@@ -214,6 +217,8 @@ enum StoreDone {
         user: Option<String>,
         conversation: Conversation,
         message: ChatMessage,
+        /// It came end-to-end encrypted.
+        encrypted: bool,
         channel: ResponseChannel<DirectResponse>,
         result: Result<Inserted, StoreError>,
     },
@@ -464,7 +469,13 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         opened.mailbox_cursor.map(|c| (c.user, c.seq)),
     );
     let now = Instant::now();
+    // Those of encrypted conversations are sealed again once the MLS state is open.
+    let mut reseal = Vec::new();
     for (to, record) in store.mailbox_outbox().await? {
+        if record.encrypted {
+            reseal.push((to, record));
+            continue;
+        }
         let (Some(author), Some(text)) = (record.from_user, record.text) else {
             tracing::warn!("skipping outbox entry {}: no author or text", record.id);
             continue;
@@ -522,6 +533,11 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         discovery_rx,
         bootstraps,
         session,
+        mls: None,
+        mls_path: config.data_dir.join("mls.redb"),
+        e2e: crate::e2e::Driver::spawn(command_tx.downgrade(), event_tx.clone()),
+        e2e_syncing: HashMap::new(),
+        e2e_later: HashMap::new(),
         mailbox,
         calls: HashMap::new(),
         waiting_calls: VecDeque::new(),
@@ -529,6 +545,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         relay_dials: HashSet::new(),
     };
     event_loop.load_rosters(rosters);
+    event_loop.open_mls();
+    event_loop.reseal_outbox(reseal);
     tokio::spawn(event_loop.run());
     ready_rx
         .await
@@ -601,7 +619,7 @@ fn to_message(record: StoredMessage) -> Result<Message, StoreError> {
         sent_at: record.sent_at,
         text: record.text,
         attachment: record.attachment,
-        encrypted: false,
+        encrypted: record.encrypted,
         recalled: record.recalled,
         notify: !record.outgoing,
         outgoing: record.outgoing,
@@ -629,6 +647,8 @@ fn incoming_record(
         delivery: DeliveryState::Delivered,
         seq: 0,
         recalled: false,
+        encrypted: false,
+        file_key: None,
     }
 }
 
@@ -696,6 +716,16 @@ struct EventLoop {
     bootstraps: Bootstraps,
     /// The account this device is logged into.
     session: Option<Session>,
+    /// This account's MLS state on this device (while logged in).
+    mls: Option<std::sync::Arc<crate::mls::Mls>>,
+    /// Where that state is kept.
+    mls_path: std::path::PathBuf,
+    /// Runs the end-to-end encryption work with the bootstrap.
+    e2e: crate::e2e::Driver,
+    /// Conversations whose MLS state was asked to catch up, and when (not asked again at once).
+    e2e_syncing: HashMap<String, Instant>,
+    /// Mailbox entries that could not be decrypted yet, with how many times.
+    e2e_later: HashMap<MessageId, u8>,
     /// Deposits waiting for the bootstrap, and the mailbox sync.
     mailbox: Mailbox,
     /// Requests to bootstraps on the wire.
@@ -852,6 +882,10 @@ impl EventLoop {
                 let _ = reply.send(groups);
             }
             // `run` handles shutdown before dispatching here.
+            Command::Encrypt { to, suite, reply } => self.handle_encrypt(to, suite, reply),
+            Command::Encryption { to, reply } => {
+                let _ = reply.send(self.encryption_of(&to));
+            }
             Command::Shutdown(reply) => {
                 let _ = reply.send(Err(QueryError::NodeStopped));
             }
@@ -954,6 +988,14 @@ impl EventLoop {
             let _ = reply.send(Err(SendError::Invalid(e.to_string())));
             return;
         }
+        // Sealed before it is stored: nothing of an encrypted conversation goes out in clear.
+        let wire = match self.seal(&to, &message, None) {
+            Ok(wire) => wire,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let record = StoredMessage {
             id: message.id,
             conversation: to.to_string(),
@@ -967,6 +1009,8 @@ impl EventLoop {
             seq: 0,
             recalled: false,
             attachment: message.attachment.clone(),
+            encrypted: wire.is_some(),
+            file_key: None,
         };
         let author = record.from_user.clone();
         let store = self.store.clone();
@@ -976,6 +1020,7 @@ impl EventLoop {
                 to,
                 author,
                 message,
+                wire,
                 reply,
                 result,
             }
@@ -990,6 +1035,7 @@ impl EventLoop {
                 to,
                 author,
                 message,
+                wire,
                 reply,
                 result,
             } => {
@@ -1009,12 +1055,13 @@ impl EventLoop {
                     sent_at: message.sent_at,
                     text: message.text.clone(),
                     attachment: message.attachment.clone(),
-                    encrypted: false,
+                    encrypted: wire.is_some(),
                     recalled: false,
                     notify: false,
                     outgoing: true,
                     delivery: DeliveryState::Pending,
                 }));
+                let message = wire.unwrap_or(message);
                 match (&to, to.peer_id(), author) {
                     (_, Some(peer), _) => {
                         self.outbox
@@ -1058,6 +1105,7 @@ impl EventLoop {
                 user,
                 conversation,
                 message,
+                encrypted,
                 channel,
                 result,
             } => {
@@ -1081,7 +1129,7 @@ impl EventLoop {
                     tracing::debug!("{peer} went away before its ack");
                 }
                 if let Ok(Inserted::New) = result {
-                    self.emit_incoming(peer, user, conversation, message);
+                    self.emit_incoming(peer, user, conversation, message, encrypted);
                 }
             }
             StoreDone::Broadcast {
@@ -1091,7 +1139,7 @@ impl EventLoop {
                 result,
             } => match result {
                 Ok(Inserted::New) => {
-                    self.emit_incoming(author, user, Conversation::Broadcast, message)
+                    self.emit_incoming(author, user, Conversation::Broadcast, message, false)
                 }
                 Ok(Inserted::Duplicate) => {}
                 Err(e) => tracing::error!("cannot store a broadcast from {author}: {e}"),
@@ -1164,6 +1212,7 @@ impl EventLoop {
         user: Option<String>,
         conversation: Conversation,
         message: ChatMessage,
+        encrypted: bool,
     ) {
         if let Some(entry) = self.peers.get_mut(&author) {
             entry.name = Some(message.sender_name.clone());
@@ -1179,7 +1228,7 @@ impl EventLoop {
             sent_at: message.sent_at,
             text: message.text,
             attachment: message.attachment,
-            encrypted: false,
+            encrypted,
             recalled: false,
             notify: true,
             outgoing: false,
@@ -1730,7 +1779,33 @@ impl EventLoop {
                 .send_response(channel, reject(RejectReason::StorageFailed));
             return;
         }
-        let record = incoming_record(conversation.clone(), &peer, user.clone(), &message);
+        let (message, encrypted, file_key) =
+            match self.open_incoming(&conversation, &peer, user.as_deref(), message) {
+                e2e::Opening::Clear(m) => (m, false, None),
+                e2e::Opening::Opened { message, file_key } => (message, true, file_key),
+                e2e::Opening::Undecryptable(m) => (m, true, None),
+                // The sender tries again; by then this device has caught up.
+                e2e::Opening::Later => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, reject(RejectReason::StorageFailed));
+                    return;
+                }
+                e2e::Opening::Refused(detail) => {
+                    tracing::debug!("refusing a message from {peer}: {detail}");
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .direct
+                        .send_response(channel, reject(RejectReason::Invalid { detail }));
+                    return;
+                }
+            };
+        let mut record = incoming_record(conversation.clone(), &peer, user.clone(), &message);
+        record.encrypted = encrypted;
+        record.file_key = file_key;
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.insert_message(record, None).await;
@@ -1739,6 +1814,7 @@ impl EventLoop {
                 user,
                 conversation,
                 message,
+                encrypted,
                 channel,
                 result,
             }

@@ -38,6 +38,7 @@ mod cert;
 pub mod client;
 pub mod config;
 mod discovery;
+mod e2e;
 pub mod error;
 pub mod event;
 mod event_loop;
@@ -57,6 +58,7 @@ pub use client::{
 pub use confab_protocol::group::Role;
 pub use confab_protocol::{ContentHash, MessageId};
 pub use config::Config;
+pub use e2e::E2eError;
 pub use error::{
     AvatarError, DeleteAccountError, DialError, FetchError, FriendError, GroupError, LoginError,
     LogoutError, ProfileGetError, ProfileSetError, QueryError, RecallError, RegisterError,

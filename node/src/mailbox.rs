@@ -150,6 +150,11 @@ impl Mailbox {
     }
 
     /// Messages waiting to be deposited (or on the wire).
+    /// The sequence number this device has the mailbox up to.
+    pub(crate) fn synced(&self) -> u64 {
+        self.synced
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.pending
     }

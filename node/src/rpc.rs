@@ -67,6 +67,9 @@ pub mod codes {
     pub const INVALID_USERNAME: i64 = -32062;
     /// No such user.
     pub const UNKNOWN_USER: i64 = -32063;
+    /// End-to-end encryption failed or was refused (a fixed suite, not joined yet, not logged
+    /// in); nothing was sent.
+    pub const ENCRYPTION: i64 = -32070;
     /// No such thing (an avatar, a friend request).
     pub const NOT_FOUND: i64 = -32064;
     /// Something is over a size limit (an avatar, a nickname).
@@ -225,10 +228,36 @@ impl From<SendError> for RpcError {
             SendError::NotMember(_) => codes::NOT_FOUND,
             SendError::QueueFull(_) | SendError::OutboxFull(_) => codes::BUSY,
             SendError::Store(_) => codes::STORAGE,
+            SendError::Encryption(_) => codes::ENCRYPTION,
             _ => codes::NODE_STOPPED,
         };
         RpcError::new(code, e.to_string())
     }
+}
+
+/// A cipher suite by its name or code point.
+fn parse_suite(name: &str) -> Result<confab_protocol::e2e::Suite, RpcError> {
+    confab_protocol::e2e::Suite::parse(name).ok_or_else(|| {
+        let allowed: Vec<&str> = confab_protocol::e2e::Suite::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("{name} is not an allowed cipher suite ({})", allowed.join(", ")),
+        )
+    })
+}
+
+fn e2e_error(e: crate::E2eError) -> RpcError {
+    let code = match &e {
+        crate::E2eError::NotLoggedIn => codes::NOT_LOGGED_IN,
+        crate::E2eError::Unsupported(_) => codes::BAD_ADDRESS,
+        crate::E2eError::NodeStopped => codes::NODE_STOPPED,
+        crate::E2eError::Call(_) => codes::NO_BOOTSTRAP,
+        _ => codes::ENCRYPTION,
+    };
+    RpcError::new(code, e.to_string())
 }
 
 impl From<DialError> for RpcError {
@@ -414,6 +443,14 @@ pub fn event_notification(event: &Event) -> Option<Value> {
         Event::GroupUpdated { group, name } => {
             ("group_updated", json!({"group": group, "name": name}))
         }
+        Event::Encryption {
+            conversation,
+            suite,
+            epoch,
+        } => (
+            "encryption",
+            json!({"conversation": conversation.to_string(), "suite": suite, "epoch": epoch}),
+        ),
         Event::OfflineSummary { senders, total } => {
             // An object keyed by conversation (the contract's form); a conversation listed twice
             // adds up.
@@ -479,11 +516,28 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
         }
         "send" => {
             let to = parse_conversation(param_str(params, "to")?)?;
-            if params.get("encrypt").and_then(Value::as_bool) == Some(true) {
-                return Err(RpcError::new(
-                    codes::INVALID_PARAMS,
-                    "end-to-end encryption is not available in this version",
-                ));
+            // `encrypt`: true (the conversation's suite, or the default one to start it) or a
+            // suite's name; the conversation is encrypted first if it is not yet.
+            let suite = match params.get("encrypt") {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+                Some(Value::Bool(true)) => Some(None),
+                Some(Value::String(name)) => Some(Some(parse_suite(name)?)),
+                Some(_) => {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMS,
+                        "`encrypt` is true, false or a cipher suite's name",
+                    ));
+                }
+            };
+            if let Some(suite) = suite {
+                let current = client.encryption(&to).await?.map(|e| e.suite);
+                match (current, suite) {
+                    (Some(_), None) => {}
+                    (Some(c), Some(s)) if c == s => {}
+                    (_, wanted) => {
+                        client.encrypt(&to, wanted).await.map_err(e2e_error)?;
+                    }
+                }
             }
             let id = match param_opt_str(params, "file")? {
                 Some(path) => {
@@ -495,6 +549,25 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
                 None => client.send(&to, param_str(params, "text")?).await?,
             };
             Ok(json!({ "id": id.to_string() }))
+        }
+        "encrypt" => {
+            let to = parse_conversation(param_str(params, "conversation")?)?;
+            let suite = param_opt_str(params, "suite")?.map(parse_suite).transpose()?;
+            let suite = client.encrypt(&to, suite).await.map_err(e2e_error)?;
+            Ok(json!({ "suite": suite.name() }))
+        }
+        "encryption" => {
+            let to = parse_conversation(param_str(params, "conversation")?)?;
+            Ok(match client.encryption(&to).await? {
+                None => Value::Null,
+                Some(e) => json!({
+                    "suite": e.suite.name(),
+                    "epoch": e.epoch,
+                    "devices": e.devices.iter().map(|(user, peer_id)| json!({
+                        "user": user, "peer_id": peer_id,
+                    })).collect::<Vec<_>>(),
+                }),
+            })
         }
         "history" => {
             let with = parse_conversation(param_str(params, "with")?)?;

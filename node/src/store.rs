@@ -109,6 +109,13 @@ pub(crate) struct StoredMessage {
     /// The attached file's description, if any (its bytes live in the blob store).
     #[serde(default)]
     pub attachment: Option<Box<confab_protocol::Attachment>>,
+    /// Sent or received end-to-end encrypted. With neither text nor attachment: a message this
+    /// device could not decrypt (sent before it joined the conversation).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// The key of an encrypted conversation's attachment (the file's bytes are ciphertext).
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub file_key: Option<Vec<u8>>,
 }
 
 /// What happened to a message for good.
@@ -1368,6 +1375,7 @@ fn bury(
                     text: None,
                     recalled: true,
                     attachment: None,
+                    file_key: None,
                     ..record
                 };
                 messages.insert(key.as_slice(), to_cbor(&recalled)?.as_slice())?;
@@ -1540,6 +1548,8 @@ mod tests {
             seq: 0,
             recalled: false,
             attachment: None,
+            encrypted: false,
+            file_key: None,
         }
     }
 

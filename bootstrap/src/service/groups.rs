@@ -20,7 +20,8 @@
 //! A group message (`GroupPost`) is stored like a direct one: in the mailbox of every member, the
 //! author's own included (marked outgoing, for its other devices), under the conversation
 //! `group:<id>`, deduplicated by author and message id. A member whose mailbox is full misses it
-//! (logged); only the author's own full mailbox refuses the post.
+//! (logged); only the author's own full mailbox refuses the post. Once the group's conversation is
+//! end-to-end encrypted (see [`super::mls`]), a post must be sealed.
 //!
 //! Blocking (see [`super::settings`]): a group is not created with a member who blocked the
 //! creator, nobody is invited by someone they blocked or into a group they blocked, and a member
@@ -515,6 +516,7 @@ impl Service {
                     return Ok::<_, Refusal>((seq, Vec::new()));
                 }
                 let (record, _) = membership(tx, &group, &author)?;
+                super::mls::refuse_plaintext(tx, &format!("group:{group}"), &message)?;
                 check_room(tx, &author, max_entries)?;
                 let mut receivers = Vec::new();
                 let blocked = group_address(&group);

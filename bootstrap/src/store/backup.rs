@@ -759,7 +759,7 @@ impl Drop for Periodic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Relation, UserRecord};
+    use crate::store::{MlsRecord, Relation, UserRecord};
     use std::collections::BTreeSet;
 
     fn record(user: &str) -> UserRecord {
@@ -773,6 +773,17 @@ mod tests {
         }
     }
 
+    fn mls_record() -> MlsRecord {
+        MlsRecord {
+            suite: 1,
+            epoch: 1,
+            members: vec![confab_protocol::e2e::MlsDevice {
+                user: "ann".into(),
+                device: vec![1, 2, 3],
+            }],
+        }
+    }
+
     fn fill(store: &Store) {
         store
             .write(|tx| {
@@ -782,6 +793,12 @@ mod tests {
                 tx.bind_device("dev-ann", "ann", 5)?;
                 tx.set_relation("ann", "bob", Relation::Friends)?;
                 tx.add_avatar(confab_protocol::ContentHash([7; 32]), "image/png", b"png")?;
+                tx.put_mls_key_package("ann", "dev-ann", 1, b"key package")?;
+                tx.put_mls_conversation("dm:ann:bob", &mls_record(), b"group info")?;
+                tx.put_mls_commit("dm:ann:bob", 0, b"commit")?;
+                tx.put_mls_welcome("dev-bob", "dm:ann:bob", 1, b"welcome")?;
+                tx.add_mls_dm("ann", "dm:ann:bob", 5)?;
+                tx.add_mls_dm("bob", "dm:ann:bob", 5)?;
                 Ok::<_, StoreError>(())
             })
             .unwrap();
@@ -836,9 +853,10 @@ mod tests {
         let dest = dir.path().join("b.redb");
         std::fs::write(&dest, b"an older backup").unwrap();
         let info = backup(&store, &dest).unwrap();
-        assert_eq!(info.tables, 20);
+        assert_eq!(info.tables, 26);
         // identity + 3 users + 1 device both ways + 2 relation rows + avatar and its count
-        assert_eq!(info.entries, 1 + 3 + 2 + 2 + 2);
+        // + MLS: a key package, a record and its group info, a commit, a welcome, 2 dm rows
+        assert_eq!(info.entries, 1 + 3 + 2 + 2 + 2 + 7);
         assert!(!tmp_path(&dest).exists());
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(&dest).unwrap().permissions().mode();
@@ -862,6 +880,18 @@ mod tests {
                 tx.avatar(confab_protocol::ContentHash([7; 32]))?,
                 Some(("image/png".into(), b"png".to_vec()))
             );
+            assert_eq!(tx.mls_key_package_count("ann", "dev-ann", 1)?, 1);
+            assert_eq!(tx.mls_conversation("dm:ann:bob")?, Some(mls_record()));
+            assert_eq!(
+                tx.mls_group_info("dm:ann:bob")?.as_deref(),
+                Some(b"group info".as_slice())
+            );
+            assert_eq!(
+                tx.mls_commits("dm:ann:bob", 0, 10, usize::MAX)?,
+                [b"commit".to_vec()]
+            );
+            assert_eq!(tx.mls_welcomes("dev-bob", usize::MAX)?.len(), 1);
+            assert_eq!(tx.mls_dms("bob")?, ["dm:ann:bob"]);
             Ok::<_, StoreError>(())
         })
         .unwrap();

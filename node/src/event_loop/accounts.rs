@@ -349,6 +349,7 @@ impl EventLoop {
             self.forget_settings();
         }
         self.session = Some(session);
+        self.open_mls();
         self.refresh_groups();
         self.refresh_settings();
         self.sync_broadcasts();
@@ -371,6 +372,7 @@ impl EventLoop {
     /// [`Event::LoggedOut`]. `answer` is sent once the store has forgotten it.
     fn end_session(&mut self, emit: bool, answer: Option<(CallReply, BootstrapResponse)>) {
         let had = self.session.take().is_some();
+        self.mls = None;
         self.mailbox.session_ended();
         self.forget_groups();
         self.forget_settings();
@@ -520,7 +522,11 @@ impl EventLoop {
             Notification::FriendAdded { user } => self.emit(Event::FriendAdded { user }),
             Notification::FriendRemoved { user } => self.emit(Event::FriendRemoved { user }),
             Notification::LoggedOut => self.end_session(true, None),
-            Notification::GroupChanged { group, version } => self.group_changed(group, version),
+            Notification::GroupChanged { group, version } => {
+                self.e2e_group_changed(&group);
+                self.group_changed(group, version)
+            }
+            Notification::Mls { conversation, .. } => self.mls_notified(conversation),
             Notification::SettingsChanged { version } => self.settings_changed(version),
             Notification::Mailbox { last_seq } => {
                 self.mailbox.notified(last_seq);

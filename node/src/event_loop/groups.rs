@@ -341,7 +341,22 @@ impl EventLoop {
             return Ignore;
         }
         let mine = self.session.as_ref().is_some_and(|s| s.user == user);
-        let mut record = incoming_record(Conversation::Group(group), &author, Some(user), &message);
+        let conversation = Conversation::Group(group);
+        let (message, encrypted, file_key) =
+            match self.open_incoming(&conversation, &author, Some(&user), message) {
+                super::e2e::Opening::Clear(m) => (m, false, None),
+                super::e2e::Opening::Opened { message, file_key } => (message, true, file_key),
+                super::e2e::Opening::Undecryptable(m) => (m, true, None),
+                // The mailbox brings it again once this device has caught up.
+                super::e2e::Opening::Later => return Ignore,
+                super::e2e::Opening::Refused(why) => {
+                    tracing::debug!("rejecting a message on {conversation}: {why}");
+                    return Reject;
+                }
+            };
+        let mut record = incoming_record(conversation, &author, Some(user), &message);
+        record.encrypted = encrypted;
+        record.file_key = file_key;
         if mine {
             // Written on another device of this account.
             record.outgoing = true;

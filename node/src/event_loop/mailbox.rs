@@ -77,7 +77,7 @@ fn deposit_request(
 
 /// How a mailbox entry is stored here, or `None` (with a log line) if it is unusable: the
 /// bootstrap is the authority for who wrote it (`from_user`, and the device it came from).
-fn page_item(entry: MailboxEntry) -> Option<PageItem> {
+fn page_item(entry: MailboxEntry, encrypted: bool, file_key: Option<Vec<u8>>) -> Option<PageItem> {
     let Ok(device) = PeerId::from_bytes(&entry.from_device) else {
         tracing::warn!("skipping mailbox entry {}: bad device id", entry.seq);
         return None;
@@ -129,7 +129,8 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
             return None;
         }
     };
-    if let Err(e) = message.validate() {
+    // A decrypted message was checked when it was opened; an undecryptable one has no content.
+    if !encrypted && let Err(e) = message.validate() {
         tracing::warn!("skipping mailbox entry {}: {e}", entry.seq);
         return None;
     }
@@ -152,6 +153,8 @@ fn page_item(entry: MailboxEntry) -> Option<PageItem> {
         },
         seq: 0,
         recalled: false,
+        encrypted,
+        file_key,
     }))
 }
 
@@ -544,11 +547,30 @@ impl EventLoop {
             "storing {} mailbox entries up to {seq} (of {last_seq})",
             entries.len()
         );
-        let items: Vec<PageItem> = entries
-            .into_iter()
-            .filter(|e| !self.blocks_entry(e))
-            .filter_map(page_item)
-            .collect();
+        let mut items = Vec::with_capacity(entries.len());
+        let mut seq = seq;
+        for entry in entries {
+            if self.blocks_entry(&entry) {
+                continue;
+            }
+            let at = entry.seq;
+            match self.open_entry(entry) {
+                Some(Ok((entry, encrypted, file_key))) => {
+                    items.extend(page_item(entry, encrypted, file_key));
+                }
+                // Not readable before a catch-up: the page ends here, the rest comes again.
+                Some(Err(())) => {
+                    seq = at - 1;
+                    break;
+                }
+                None => {}
+            }
+        }
+        if seq <= self.mailbox.synced() {
+            self.mailbox.sync_failed(epoch, Instant::now());
+            self.drive_mailbox();
+            return;
+        }
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store
@@ -560,6 +582,45 @@ impl EventLoop {
                 result,
             }
         });
+    }
+
+    /// A mailbox entry with its message opened (decrypted, or checked to be plaintext where
+    /// plaintext is allowed): `Err` when it must wait for a catch-up, `None` when it is refused.
+    #[allow(clippy::type_complexity)]
+    fn open_entry(
+        &mut self,
+        mut entry: MailboxEntry,
+    ) -> Option<Result<(MailboxEntry, bool, Option<Vec<u8>>), ()>> {
+        let MailboxItem::Message(message) = &entry.item else {
+            return Some(Ok((entry, false, None)));
+        };
+        let (Ok(conversation), Ok(device)) = (
+            entry.conversation.parse::<Conversation>(),
+            PeerId::from_bytes(&entry.from_device),
+        ) else {
+            // page_item says why.
+            return Some(Ok((entry, false, None)));
+        };
+        let id = message.id;
+        let message = message.clone();
+        let stripped = ChatMessage {
+            sealed: None,
+            ..message.clone()
+        };
+        let (message, encrypted, file_key) =
+            match self.open_incoming(&conversation, &device, Some(&entry.from_user), message) {
+                super::e2e::Opening::Clear(m) => (m, false, None),
+                super::e2e::Opening::Opened { message, file_key } => (message, true, file_key),
+                super::e2e::Opening::Undecryptable(m) => (m, true, None),
+                super::e2e::Opening::Later if self.wait_for_sync(id) => return Some(Err(())),
+                super::e2e::Opening::Later => (stripped, true, None),
+                super::e2e::Opening::Refused(why) => {
+                    tracing::warn!("skipping mailbox entry {}: {why}", entry.seq);
+                    return None;
+                }
+            };
+        entry.item = MailboxItem::Message(message);
+        Some(Ok((entry, encrypted, file_key)))
     }
 
     /// A page is stored (or not): show what is new, move on.
@@ -635,7 +696,7 @@ mod tests {
     }
 
     fn message_record(entry: MailboxEntry) -> Option<StoredMessage> {
-        match page_item(entry)? {
+        match page_item(entry, false, None)? {
             PageItem::Message(record) => Some(record),
             other => panic!("{other:?}"),
         }
@@ -655,11 +716,11 @@ mod tests {
         assert!(own.outgoing);
         assert_eq!(own.delivery, DeliveryState::Sent);
         // Unusable entries are skipped, not fatal.
-        assert!(page_item(entry(vec![1, 2, 3], "user:alice", false)).is_none());
-        assert!(page_item(entry(device.to_bytes(), "nonsense", false)).is_none());
+        assert!(page_item(entry(vec![1, 2, 3], "user:alice", false), false, None).is_none());
+        assert!(page_item(entry(device.to_bytes(), "nonsense", false), false, None).is_none());
         let mut empty = entry(device.to_bytes(), "user:alice", false);
         empty.item = MailboxItem::Message(ChatMessage::text("alice", "  ", 5));
-        assert!(page_item(empty).is_none());
+        assert!(page_item(empty, false, None).is_none());
         // Receipts: the other party's about this account's messages, or this account's own.
         let id = MessageId::random();
         let mut receipt = entry(device.to_bytes(), "user:alice", false);
@@ -668,7 +729,7 @@ mod tests {
             ids: vec![id],
         };
         assert_eq!(
-            page_item(receipt.clone()),
+            page_item(receipt.clone(), false, None),
             Some(PageItem::Receipt {
                 conversation: "user:alice".into(),
                 mine: false,
@@ -680,9 +741,9 @@ mod tests {
             state: ReceiptState::Unknown,
             ids: vec![id],
         };
-        assert!(page_item(receipt.clone()).is_none());
+        assert!(page_item(receipt.clone(), false, None).is_none());
         receipt.item = MailboxItem::Unknown;
-        assert!(page_item(receipt).is_none());
+        assert!(page_item(receipt, false, None).is_none());
     }
 
     #[test]
