@@ -115,7 +115,10 @@ pub(crate) struct Driver {
 impl Driver {
     /// Starts the driver task. It asks the bootstrap through the node's own command queue (held
     /// weakly, so the node still stops when its last client goes).
-    pub(crate) fn spawn(commands: mpsc::WeakSender<Command>, events: broadcast::Sender<Event>) -> Self {
+    pub(crate) fn spawn(
+        commands: mpsc::WeakSender<Command>,
+        events: broadcast::Sender<Event>,
+    ) -> Self {
         let (jobs, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let worker = Worker { commands, events };
@@ -195,7 +198,9 @@ impl Worker {
 
     /// Asks the bootstrap; a refusal is an error.
     async fn call(&self, request: BootstrapRequest) -> Result<BootstrapResponse, E2eError> {
-        self.ask(request).await?.map_err(|(_, why)| E2eError::Refused(why))
+        self.ask(request)
+            .await?
+            .map_err(|(_, why)| E2eError::Refused(why))
     }
 
     fn announce(&self, me: &Me, conversation: &str) {
@@ -219,7 +224,9 @@ impl Worker {
         let BootstrapResponse::MlsConversations { conversations } =
             self.call(BootstrapRequest::MlsConversations).await?
         else {
-            return Err(E2eError::Refused("an unexpected answer to MlsConversations".into()));
+            return Err(E2eError::Refused(
+                "an unexpected answer to MlsConversations".into(),
+            ));
         };
         for c in conversations {
             if let Some(suite) = Suite::from_code(c.suite) {
@@ -258,7 +265,10 @@ impl Worker {
                 .map_err(|e| E2eError::Call(e.to_string()))??;
             self.call(BootstrapRequest::MlsPublish {
                 suite: suite.code(),
-                key_packages: packages.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+                key_packages: packages
+                    .into_iter()
+                    .map(serde_bytes::ByteBuf::from)
+                    .collect(),
             })
             .await?;
         }
@@ -322,7 +332,9 @@ impl Worker {
             // No longer in the group: nobody of it is to be trusted by this device.
             Err((ErrorCode::NotAllowed | ErrorCode::NotFound, _)) => Ok([me.user.clone()].into()),
             Err((_, why)) => Err(E2eError::Refused(why)),
-            Ok(_) => Err(E2eError::Refused("an unexpected answer to GroupInfo".into())),
+            Ok(_) => Err(E2eError::Refused(
+                "an unexpected answer to GroupInfo".into(),
+            )),
         }
     }
 
@@ -334,7 +346,10 @@ impl Worker {
         }
         let allowed = |u: &str| users.contains(u);
         for _ in 0..MAX_COMMIT_PAGES {
-            let Some(epoch) = me.mls.epoch(conversation).filter(|_| me.mls.is_member(conversation))
+            let Some(epoch) = me
+                .mls
+                .epoch(conversation)
+                .filter(|_| me.mls.is_member(conversation))
             else {
                 return self.join(me, conversation).await;
             };
@@ -346,7 +361,11 @@ impl Worker {
                 .await;
             let (commits, now) = match response {
                 Ok(BootstrapResponse::MlsCommits { commits, epoch }) => (commits, epoch),
-                Ok(_) => return Err(E2eError::Refused("an unexpected answer to MlsCommits".into())),
+                Ok(_) => {
+                    return Err(E2eError::Refused(
+                        "an unexpected answer to MlsCommits".into(),
+                    ));
+                }
                 Err(e) => return Err(e),
             };
             for commit in &commits {
@@ -381,7 +400,9 @@ impl Worker {
                 })
                 .await?
             else {
-                return Err(E2eError::Refused("an unexpected answer to MlsGroupInfo".into()));
+                return Err(E2eError::Refused(
+                    "an unexpected answer to MlsGroupInfo".into(),
+                ));
             };
             let commit = me.mls.join_external(conversation, &group_info)?;
             if let Submitted::Won(epoch) = self.submit(me, conversation, commit, true).await? {
@@ -429,7 +450,9 @@ impl Worker {
             }
             Ok(_) => {
                 me.mls.discard(conversation)?;
-                Err(E2eError::Refused("an unexpected answer to MlsCommit".into()))
+                Err(E2eError::Refused(
+                    "an unexpected answer to MlsCommit".into(),
+                ))
             }
         }
     }
@@ -498,7 +521,10 @@ impl Worker {
         {
             BootstrapResponse::MlsClaimed { packages, missing } => {
                 if !missing.is_empty() {
-                    tracing::debug!("{} devices of {user} have no key package for {suite}", missing.len());
+                    tracing::debug!(
+                        "{} devices of {user} have no key package for {suite}",
+                        missing.len()
+                    );
                 }
                 Ok(packages
                     .into_iter()
@@ -532,7 +558,10 @@ impl Worker {
         }
         let users = self.users_of(me, conversation).await?;
         if !users.contains(&me.user) {
-            return Err(E2eError::Refused(format!("{} is not in {conversation}", me.user)));
+            return Err(E2eError::Refused(format!(
+                "{} is not in {conversation}",
+                me.user
+            )));
         }
         let mut packages = Vec::new();
         for user in &users {
@@ -541,7 +570,9 @@ impl Worker {
         let commit = me.mls.start(conversation, suite, &packages)?;
         match self.submit(me, conversation, commit, false).await? {
             Submitted::Won(epoch) => {
-                tracing::info!("{conversation} is end-to-end encrypted with {suite} (epoch {epoch})");
+                tracing::info!(
+                    "{conversation} is end-to-end encrypted with {suite} (epoch {epoch})"
+                );
                 self.announce(me, conversation);
                 Ok(suite)
             }
@@ -573,7 +604,9 @@ impl Worker {
             Ok(BootstrapResponse::MlsGroupInfo { suite, .. }) => Ok(Suite::from_code(suite)),
             Err((ErrorCode::NotFound, _)) => Ok(None),
             Err((_, why)) => Err(E2eError::Refused(why)),
-            Ok(_) => Err(E2eError::Refused("an unexpected answer to MlsGroupInfo".into())),
+            Ok(_) => Err(E2eError::Refused(
+                "an unexpected answer to MlsGroupInfo".into(),
+            )),
         }
     }
 }

@@ -12,9 +12,9 @@
 
 mod accounts;
 mod broadcasts;
+mod e2e;
 mod fetch;
 mod files;
-mod e2e;
 mod groups;
 mod mailbox;
 mod nat;
@@ -252,7 +252,14 @@ enum StoreDone {
     Imported {
         to: Conversation,
         caption: Option<String>,
-        result: Result<confab_protocol::Attachment, String>,
+        /// The attachment, and its file key in an encrypted conversation.
+        result: Result<
+            (
+                confab_protocol::Attachment,
+                Option<crate::files::sealed::FileKey>,
+            ),
+            String,
+        >,
         reply: Reply<Result<MessageId, SendError>>,
     },
     /// A page of kept broadcasts is stored (or not) with the cursor it moves to.
@@ -843,7 +850,9 @@ impl EventLoop {
                 let _ = reply.send(list);
             }
             Command::Dial { addr, reply } => self.handle_dial(addr, reply),
-            Command::Send { to, text, reply } => self.handle_send_with(to, Some(text), None, reply),
+            Command::Send { to, text, reply } => {
+                self.handle_send_with(to, Some(text), None, None, reply)
+            }
             Command::FetchFile { id, dest, reply } => self.handle_fetch_command(id, dest, reply),
             Command::SendFile {
                 to,
@@ -938,6 +947,7 @@ impl EventLoop {
         to: Conversation,
         text: Option<String>,
         attachment: Option<Box<confab_protocol::Attachment>>,
+        file_key: Option<Vec<u8>>,
         reply: Reply<Result<MessageId, SendError>>,
     ) {
         let outbox = match &to {
@@ -989,7 +999,13 @@ impl EventLoop {
             return;
         }
         // Sealed before it is stored: nothing of an encrypted conversation goes out in clear.
-        let wire = match self.seal(&to, &message, None) {
+        if file_key.is_some() && !self.is_encrypted(&to) {
+            let _ = reply.send(Err(SendError::Encryption(format!(
+                "{to} is no longer end-to-end encrypted here; send the file again"
+            ))));
+            return;
+        }
+        let wire = match self.seal(&to, &message, file_key.clone()) {
             Ok(wire) => wire,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -1010,7 +1026,7 @@ impl EventLoop {
             recalled: false,
             attachment: message.attachment.clone(),
             encrypted: wire.is_some(),
-            file_key: None,
+            file_key,
         };
         let author = record.from_user.clone();
         let store = self.store.clone();
@@ -1169,9 +1185,13 @@ impl EventLoop {
                 result,
                 reply,
             } => match result {
-                Ok(attachment) => {
-                    self.handle_send_with(to, caption, Some(Box::new(attachment)), reply)
-                }
+                Ok((attachment, file_key)) => self.handle_send_with(
+                    to,
+                    caption,
+                    Some(Box::new(attachment)),
+                    file_key.map(Vec::from),
+                    reply,
+                ),
                 Err(e) => {
                     let _ = reply.send(Err(SendError::File(e)));
                 }

@@ -46,6 +46,7 @@ pub mod fetcher;
 pub mod hashing;
 pub mod media;
 pub mod names;
+pub mod sealed;
 pub mod store;
 /// The sans-IO scheduler of one download from several sources over `/confab/file/1`.
 pub(crate) mod transfer;

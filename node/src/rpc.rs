@@ -244,7 +244,10 @@ fn parse_suite(name: &str) -> Result<confab_protocol::e2e::Suite, RpcError> {
             .collect();
         RpcError::new(
             codes::INVALID_PARAMS,
-            format!("{name} is not an allowed cipher suite ({})", allowed.join(", ")),
+            format!(
+                "{name} is not an allowed cipher suite ({})",
+                allowed.join(", ")
+            ),
         )
     })
 }
@@ -552,7 +555,9 @@ pub async fn call(client: &Client, method: &str, params: &Value) -> Result<Value
         }
         "encrypt" => {
             let to = parse_conversation(param_str(params, "conversation")?)?;
-            let suite = param_opt_str(params, "suite")?.map(parse_suite).transpose()?;
+            let suite = param_opt_str(params, "suite")?
+                .map(parse_suite)
+                .transpose()?;
             let suite = client.encrypt(&to, suite).await.map_err(e2e_error)?;
             Ok(json!({ "suite": suite.name() }))
         }

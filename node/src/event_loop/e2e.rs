@@ -108,6 +108,13 @@ impl EventLoop {
         });
     }
 
+    /// Whether `to` is end-to-end encrypted, as this device knows.
+    pub(super) fn is_encrypted(&self, to: &Conversation) -> bool {
+        self.e2e_name(to)
+            .zip(self.mls.as_ref())
+            .is_some_and(|(name, mls)| mls.suite(&name).is_some())
+    }
+
     pub(super) fn encryption_of(&self, to: &Conversation) -> Option<Encryption> {
         let name = self.e2e_name(to)?;
         let mls = self.mls.as_ref()?;
@@ -138,7 +145,8 @@ impl EventLoop {
         {
             return;
         }
-        self.e2e_syncing.retain(|_, at| now.duration_since(*at) < SYNC_AGAIN_AFTER);
+        self.e2e_syncing
+            .retain(|_, at| now.duration_since(*at) < SYNC_AGAIN_AFTER);
         self.e2e_syncing.insert(conversation.to_owned(), now);
         if let Some(me) = self.me() {
             self.e2e.push(Job::Sync(me, conversation.to_owned()));
@@ -148,7 +156,8 @@ impl EventLoop {
     /// The bootstrap says an encrypted conversation changed (a commit, a Welcome): catch up.
     pub(super) fn mls_notified(&mut self, conversation: String) {
         if let Some(me) = self.me() {
-            self.e2e_syncing.insert(conversation.clone(), Instant::now());
+            self.e2e_syncing
+                .insert(conversation.clone(), Instant::now());
             self.e2e.push(Job::Sync(me, conversation));
         }
     }
@@ -230,13 +239,17 @@ impl EventLoop {
                 .zip(self.mls.as_ref())
                 .is_some_and(|(n, m)| m.suite(n).is_some());
             return if encrypted {
-                Opening::Refused(format!("plaintext in the end-to-end encrypted {conversation}"))
+                Opening::Refused(format!(
+                    "plaintext in the end-to-end encrypted {conversation}"
+                ))
             } else {
                 Opening::Clear(message)
             };
         };
         let (Some(name), Some(mls), Some(user)) = (name, self.mls.clone(), user) else {
-            return Opening::Refused("an encrypted message outside an account's conversation".into());
+            return Opening::Refused(
+                "an encrypted message outside an account's conversation".into(),
+            );
         };
         if let Some(suite) = mls.suite(&name)
             && suite.code() != sealed.suite
@@ -261,7 +274,10 @@ impl EventLoop {
                 return Opening::Later;
             }
             Err(MlsError::Undecryptable(why)) => {
-                tracing::debug!("{} in {conversation} cannot be decrypted: {why}", message.id);
+                tracing::debug!(
+                    "{} in {conversation} cannot be decrypted: {why}",
+                    message.id
+                );
                 return Opening::Undecryptable(stripped);
             }
             Err(e) => return Opening::Refused(e.to_string()),
@@ -321,7 +337,9 @@ impl EventLoop {
             };
             match self.seal(&conversation, &message, record.file_key.clone()) {
                 Ok(Some(wire)) => self.mailbox.add_deposit(author, to, wire, now),
-                Ok(None) => tracing::warn!("{} was sent encrypted; not sending it in clear", record.id),
+                Ok(None) => {
+                    tracing::warn!("{} was sent encrypted; not sending it in clear", record.id)
+                }
                 Err(e) => tracing::warn!("{} waits for the next start: {e}", record.id),
             }
         }

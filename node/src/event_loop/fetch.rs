@@ -14,7 +14,7 @@ use confab_protocol::{Attachment, ContentHash};
 use super::accounts::Caller;
 use super::*;
 use crate::error::FetchError;
-use crate::files::fetcher::FetchEvent;
+use crate::files::fetcher::{Export, FetchEvent};
 
 /// Connected peers asked for a file besides its sender, at most.
 const MAX_EXTRA_SOURCES: usize = 8;
@@ -73,6 +73,18 @@ impl EventLoop {
             return;
         };
         let root = attachment.hash;
+        let key = match record
+            .file_key
+            .as_deref()
+            .map(crate::files::sealed::key_from)
+        {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(e)) => {
+                let _ = reply.send(Err(FetchError::Failed(e.to_string())));
+                return;
+            }
+        };
         if let Some(wanted) = self.downloads.get_mut(&root) {
             wanted.replies.push(reply);
             return;
@@ -92,7 +104,11 @@ impl EventLoop {
                 report: through_bootstrap(&record.conversation),
             },
         );
-        let export = Some((dest, attachment.name));
+        let export = Some(Export {
+            dir: dest,
+            name: attachment.name,
+            key,
+        });
         self.fetcher.start(
             &mut self.swarm.behaviour_mut().file,
             root,
@@ -190,7 +206,8 @@ impl EventLoop {
     /// If message `m` (being shown) carries a small file from a peer on the LAN connected now,
     /// what to fetch at once.
     pub(super) fn auto_fetch_of(&self, m: &Message) -> Option<AutoFetch> {
-        if m.outgoing || m.recalled {
+        // An encrypted conversation's file needs its key from the store: fetched on request.
+        if m.outgoing || m.recalled || m.encrypted {
             return None;
         }
         let attachment = m.attachment.as_deref()?;
@@ -232,7 +249,11 @@ impl EventLoop {
                 report,
             },
         );
-        let export = Some((self.downloads_dir.clone(), attachment.name));
+        let export = Some(Export {
+            dir: self.downloads_dir.clone(),
+            name: attachment.name,
+            key: None,
+        });
         self.fetcher.start(
             &mut self.swarm.behaviour_mut().file,
             root,

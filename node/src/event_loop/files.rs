@@ -56,10 +56,32 @@ impl EventLoop {
         reply: Reply<Result<MessageId, SendError>>,
     ) {
         let blobs = self.blobs.clone();
+        // In an encrypted conversation only the file's ciphertext enters the blob store.
+        let key = self.is_encrypted(&to).then(crate::files::sealed::new_key);
         self.run_store_op(async move {
-            let result = tokio::task::spawn_blocking(move || {
-                let root = blobs.import(&path).map_err(|e| e.to_string())?;
-                describe(&path, root)
+            let result = tokio::task::spawn_blocking(move || match key {
+                None => {
+                    let root = blobs.import(&path).map_err(|e| e.to_string())?;
+                    Ok((describe(&path, root)?, None))
+                }
+                Some(key) => {
+                    let sealed = blobs
+                        .dir()
+                        .join(format!("sealed-{:016x}.tmp", rand::random::<u64>()));
+                    let imported = crate::files::sealed::encrypt_file(&path, &sealed, &key)
+                        .map_err(|e| format!("cannot encrypt the file: {e}"))
+                        .and_then(|size| {
+                            let root = blobs.import(&sealed).map_err(|e| e.to_string())?;
+                            Ok((root, size))
+                        });
+                    let _ = std::fs::remove_file(&sealed);
+                    let (root, size) = imported?;
+                    // Described from the plaintext (kind, thumbnail: inside the sealed
+                    // message); its hash and size are the ciphertext's, which is what moves.
+                    let mut attachment = describe(&path, root)?;
+                    attachment.size = size;
+                    Ok((attachment, Some(key)))
+                }
             })
             .await
             .unwrap_or_else(|e| Err(format!("the import stopped: {e}")));

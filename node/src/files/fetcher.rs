@@ -94,7 +94,7 @@ struct Fetch {
     token: u64,
     transfer: Transfer,
     /// Where the file goes and its name there (sanitised on export), if anywhere.
-    export: Option<(PathBuf, String)>,
+    export: Option<Export>,
     /// The resumable download, when not lent to a blocking write.
     download: Option<Download>,
     /// The resumable download was made (a later result for it is a duplicate).
@@ -105,6 +105,18 @@ struct Fetch {
     busy: bool,
     complete: bool,
     last_progress: Instant,
+}
+
+/// Where a finished download goes: a directory and a file name there (sanitised), and for the
+/// attachment of an encrypted conversation the key that decrypts it on the way out.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The directory (created if missing).
+    pub dir: PathBuf,
+    /// The file name as the sender gave it.
+    pub name: String,
+    /// The file key ([`super::sealed`]), when the blob is ciphertext.
+    pub key: Option<super::sealed::FileKey>,
 }
 
 /// Downloads under way, by file root. See the module docs.
@@ -154,7 +166,7 @@ impl Fetcher {
         root: ContentHash,
         size: u64,
         sources: impl IntoIterator<Item = PeerId>,
-        export: Option<(PathBuf, String)>,
+        export: Option<Export>,
     ) {
         if self.fetches.contains_key(&root) {
             return;
@@ -475,14 +487,16 @@ impl Fetcher {
                 if let Some(download) = download {
                     download.finish().map_err(|e| e.to_string())?;
                 }
-                let Some((dest, name)) = export else {
+                let Some(Export { dir, name, key }) = export else {
                     return Ok(None);
                 };
-                std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
-                blobs
-                    .export(&root, &dest, &name)
-                    .map(Some)
-                    .map_err(|e| e.to_string())
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                match key {
+                    Some(key) => blobs.export_decrypted(&root, &dir, &name, &key),
+                    None => blobs.export(&root, &dir, &name),
+                }
+                .map(Some)
+                .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));

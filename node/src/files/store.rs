@@ -312,6 +312,9 @@ pub enum ExportError {
     /// The name and all its numbered variants are taken.
     #[error("no free name for the file")]
     NoFreeName,
+    /// An encrypted attachment does not decrypt under its key; nothing was left.
+    #[error("{0}")]
+    Sealed(String),
     /// Reading the blob or writing the copy failed; nothing was left in the destination.
     #[error("exporting: {0}")]
     Io(#[from] io::Error),
@@ -584,6 +587,43 @@ impl BlobStore {
             let _ = fs::remove_file(&dest);
         }
         copied.map(|()| dest)
+    }
+
+    /// Like [`BlobStore::export`] for the attachment of an encrypted conversation: the blob is
+    /// ciphertext ([`super::sealed`]) and what lands in `dest_dir` is its decryption under
+    /// `key`. Every segment is authenticated; on any failure nothing is left in `dest_dir`.
+    ///
+    /// Blocking: run it in `tokio::task::spawn_blocking`.
+    pub fn export_decrypted(
+        &self,
+        root: &ContentHash,
+        dest_dir: &Path,
+        name: &str,
+        key: &super::sealed::FileKey,
+    ) -> Result<PathBuf, ExportError> {
+        let src = match File::open(self.path(root, None)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExportError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let (dest, out) = create_unique(dest_dir, &names::sanitize(name))?;
+        let mut out = io::BufWriter::new(out);
+        let result = super::sealed::decrypt(&mut io::BufReader::new(src), &mut out, key)
+            .map_err(|e| match e {
+                super::sealed::SealedFileError::Io(e) => ExportError::Io(e),
+                other => ExportError::Sealed(other.to_string()),
+            })
+            .and_then(|()| {
+                let file = out
+                    .into_inner()
+                    .map_err(|e| ExportError::Io(e.into_error()))?;
+                file.sync_all()?;
+                Ok(())
+            });
+        if result.is_err() {
+            let _ = fs::remove_file(&dest);
+        }
+        result.map(|()| dest)
     }
 
     /// Deletes everything the store has of `root`: the complete blob, a partial download, the
