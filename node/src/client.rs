@@ -303,6 +303,9 @@ pub(crate) enum Command {
         suite: confab_protocol::e2e::Suite,
         reply: Reply<Result<confab_protocol::e2e::Suite, crate::e2e::E2eError>>,
     },
+    /// Answered once the end-to-end encryption work queued so far is done (after a login:
+    /// key packages published, encrypted conversations joined).
+    E2eReady(Reply<()>),
     /// Whether a conversation is end-to-end encrypted, as this device knows.
     Encryption {
         to: Conversation,
@@ -310,6 +313,9 @@ pub(crate) enum Command {
     },
     Shutdown(Reply<Result<(), QueryError>>),
 }
+
+/// How long a login waits for the end-to-end encryption set-up before it returns anyway.
+const E2E_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How a conversation is end-to-end encrypted ([`Client::encryption`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -654,6 +660,16 @@ impl Client {
             .unwrap_or(Err(crate::e2e::E2eError::NodeStopped))
     }
 
+    /// Waits (a while at most) for the end-to-end encryption work queued so far: after a login,
+    /// this device's key packages are published (so it can be added to encrypted conversations
+    /// while it is away) and the encrypted conversations of the account are joined.
+    async fn e2e_ready(&self) {
+        let waited = tokio::time::timeout(E2E_READY_WAIT, self.ask(Command::E2eReady)).await;
+        if waited.is_err() {
+            tracing::warn!("end-to-end encryption is still catching up after the login");
+        }
+    }
+
     /// How `to` is end-to-end encrypted, or `None` if it is not (as far as this device knows).
     pub async fn encryption(&self, to: &Conversation) -> Result<Option<Encryption>, QueryError> {
         let to = to.clone();
@@ -673,7 +689,10 @@ impl Client {
             password: password.to_owned(),
         };
         match self.call(request).await? {
-            BootstrapResponse::Session { user, .. } => Ok(user),
+            BootstrapResponse::Session { user, .. } => {
+                self.e2e_ready().await;
+                Ok(user)
+            }
             other => Err(RegisterError::Bootstrap(unexpected(&other))),
         }
     }
@@ -687,7 +706,10 @@ impl Client {
             password: password.to_owned(),
         };
         match self.call(request).await? {
-            BootstrapResponse::Session { user, .. } => Ok(user),
+            BootstrapResponse::Session { user, .. } => {
+                self.e2e_ready().await;
+                Ok(user)
+            }
             other => Err(LoginError::Bootstrap(unexpected(&other))),
         }
     }

@@ -97,6 +97,8 @@ pub(crate) enum Job {
     Session(Me),
     /// Catch up with one conversation and bring its membership in line.
     Sync(Me, String),
+    /// Answered once every job queued before it is done.
+    Barrier(oneshot::Sender<()>),
     /// Start encrypting a conversation (or learn that it already is).
     Start {
         me: Me,
@@ -154,6 +156,10 @@ impl Worker {
         let result = match job {
             Job::Session(me) => self.session(&me).await,
             Job::Sync(me, conversation) => self.sync_and_reconcile(&me, &conversation).await,
+            Job::Barrier(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
             Job::Start {
                 me,
                 conversation,

@@ -892,6 +892,7 @@ impl EventLoop {
             }
             // `run` handles shutdown before dispatching here.
             Command::Encrypt { to, suite, reply } => self.handle_encrypt(to, suite, reply),
+            Command::E2eReady(reply) => self.e2e.push(crate::e2e::Job::Barrier(reply)),
             Command::Encryption { to, reply } => {
                 let _ = reply.send(self.encryption_of(&to));
             }

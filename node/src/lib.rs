@@ -52,8 +52,8 @@ mod store;
 
 pub use address::Conversation;
 pub use client::{
-    Avatar, Client, DeliveryState, Friend, Friends, Group, GroupMember, Message, PeerInfo,
-    PeerSource, Profile, Sender, Settings, UserSummary, WhoAmI,
+    Avatar, Client, DeliveryState, Encryption, Friend, Friends, Group, GroupMember, Message,
+    PeerInfo, PeerSource, Profile, Sender, Settings, UserSummary, WhoAmI,
 };
 pub use confab_protocol::group::Role;
 pub use confab_protocol::{ContentHash, MessageId};
