@@ -508,7 +508,34 @@ impl Running {
     /// Opens conversation `c`.
     pub fn open(&mut self, c: Conversation) {
         self.load_history(&c);
+        if !matches!(c, Conversation::Peer(_) | Conversation::Broadcast) {
+            let conversation = c.clone();
+            self.bridge.run(move |client| async move {
+                let result = client.encryption(&conversation).await.map_err(text);
+                Outcome::Encryption {
+                    conversation,
+                    result,
+                }
+            });
+        }
         self.view.selected = Some(c);
+    }
+
+    /// Makes `c` end-to-end encrypted with `suite` (for good).
+    pub fn encrypt(&mut self, c: &Conversation, suite: confab_node::Suite) {
+        let conversation = c.clone();
+        self.bridge.run(move |client| async move {
+            match client.encrypt(&conversation, Some(suite)).await {
+                Ok(_) => {
+                    let result = client.encryption(&conversation).await.map_err(text);
+                    Outcome::Encryption {
+                        conversation,
+                        result,
+                    }
+                }
+                Err(e) => Outcome::Note(Err(e.to_string())),
+            }
+        });
     }
 
     /// Marks `c` read here and tells the node.

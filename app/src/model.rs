@@ -51,6 +51,13 @@ pub enum Outcome {
     Profile(Result<confab_node::Profile, String>),
     /// Users found by a search.
     Found(Result<Vec<confab_node::UserSummary>, String>),
+    /// Whether a conversation is end-to-end encrypted.
+    Encryption {
+        /// Which.
+        conversation: Conversation,
+        /// Its encryption, if any.
+        result: Result<Option<confab_node::Encryption>, String>,
+    },
 }
 
 /// A conversation as shown.
@@ -174,6 +181,8 @@ pub struct Model {
     pub profile: Option<confab_node::Profile>,
     /// The last user search's results.
     pub found: Vec<confab_node::UserSummary>,
+    /// End-to-end encrypted conversations by address: the suite's name and this device's epoch.
+    pub encryption: HashMap<String, (String, Option<u64>)>,
 }
 
 /// Notifications kept in [`Model::notices`] at most.
@@ -337,6 +346,14 @@ impl Model {
                 self.holds.insert(id, (state, error));
             }
             Event::Settings(settings) => self.settings = settings,
+            Event::Encryption {
+                conversation,
+                suite,
+                epoch,
+            } => {
+                self.encryption
+                    .insert(conversation.to_string(), (suite, Some(epoch)));
+            }
             Event::OfflineSummary { senders, total } => {
                 let who: Vec<String> = senders
                     .iter()
@@ -409,6 +426,21 @@ impl Model {
             Outcome::Note(result) => self.status = Some(result),
             Outcome::Profile(Ok(profile)) => self.profile = Some(profile),
             Outcome::Found(Ok(found)) => self.found = found,
+            Outcome::Encryption {
+                conversation,
+                result: Ok(encryption),
+            } => match encryption {
+                Some(e) => {
+                    self.encryption.insert(
+                        conversation.to_string(),
+                        (e.suite.name().to_owned(), e.epoch),
+                    );
+                }
+                None => {
+                    self.encryption.remove(&conversation.to_string());
+                }
+            },
+            Outcome::Encryption { result: Err(e), .. } => self.status = Some(Err(e)),
             Outcome::WhoAmI(Err(e))
             | Outcome::Peers(Err(e))
             | Outcome::History { result: Err(e), .. }

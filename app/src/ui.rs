@@ -455,6 +455,38 @@ fn peers(ui: &mut egui::Ui, app: &mut Running) {
     }
 }
 
+/// The lock: which suite encrypts the conversation, or a menu to encrypt it (for good).
+fn encryption(ui: &mut egui::Ui, app: &mut Running, c: &Conversation) {
+    match app.model.encryption.get(&c.to_string()) {
+        Some((suite, epoch)) => {
+            let label = ui.label("🔒 End-to-end encrypted");
+            let joined = match epoch {
+                Some(e) => format!("this device is in it (epoch {e})"),
+                None => "this device is joining it".to_owned(),
+            };
+            label.on_hover_text(format!("{suite}\n{joined}"));
+        }
+        None => {
+            ui.menu_button("🔓 Encrypt…", |ui| {
+                ui.label("Every message from now on, for good:");
+                for suite in confab_node::Suite::ALL {
+                    let hint = match suite {
+                        confab_node::Suite::X25519Aes128Gcm => "X25519, AES-128-GCM (default)",
+                        confab_node::Suite::X25519ChaCha20Poly1305 => {
+                            "X25519, ChaCha20-Poly1305 (CPUs without AES)"
+                        }
+                        confab_node::Suite::P256Aes128Gcm => "P-256, AES-128-GCM",
+                    };
+                    if ui.button(hint).on_hover_text(suite.name()).clicked() {
+                        app.encrypt(c, suite);
+                        ui.close();
+                    }
+                }
+            });
+        }
+    }
+}
+
 fn conversation(ui: &mut egui::Ui, app: &mut Running, prefs: &mut Prefs, c: &Conversation) {
     let title = app.model.title(c);
     ui.horizontal(|ui| {
@@ -464,6 +496,9 @@ fn conversation(ui: &mut egui::Ui, app: &mut Running, prefs: &mut Prefs, c: &Con
             if ui.checkbox(&mut muted, "Mute").changed() {
                 app.set_muted(c, muted);
             }
+        }
+        if app.model.user.is_some() && !matches!(c, Conversation::Peer(_)) {
+            encryption(ui, app, c);
         }
         if app.model.user.is_some() && matches!(c, Conversation::User(_)) {
             let blocked = app.model.settings.blocked.contains(c);
@@ -678,6 +713,14 @@ fn bubble(ui: &mut egui::Ui, app: &mut Running, m: &Message) {
                     }
                     if let Some(text) = &m.text {
                         ui.label(text);
+                    } else if m.encrypted && m.attachment.is_none() {
+                        ui.label(
+                            RichText::new(
+                                "🔒 Sent before this device joined: it cannot be decrypted here",
+                            )
+                            .italics()
+                            .weak(),
+                        );
                     }
                     if m.attachment.is_some() {
                         attachment(ui, app, m);

@@ -55,6 +55,7 @@ pub use client::{
     Avatar, Client, DeliveryState, Encryption, Friend, Friends, Group, GroupMember, Message,
     PeerInfo, PeerSource, Profile, Sender, Settings, UserSummary, WhoAmI,
 };
+pub use confab_protocol::e2e::Suite;
 pub use confab_protocol::group::Role;
 pub use confab_protocol::{ContentHash, MessageId};
 pub use config::Config;
