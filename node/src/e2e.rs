@@ -15,11 +15,12 @@
 //! needed — so concurrent membership changes by two admins end with both applied, in the
 //! bootstrap's order, and every member at the same epoch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use confab_protocol::bootstrap::{BootstrapRequest, BootstrapResponse, ErrorCode};
 use confab_protocol::e2e::{MlsDevice, Suite, dm_users};
+use confab_protocol::group::Role;
 use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -318,10 +319,21 @@ impl Worker {
         Ok(())
     }
 
-    /// The users of a conversation (its bootstrap name), as the bootstrap says now.
+    /// The users of a conversation (its bootstrap name), as the bootstrap says now (empty
+    /// when this account is no longer in it).
     async fn users_of(&self, me: &Me, conversation: &str) -> Result<BTreeSet<String>, E2eError> {
+        Ok(self.roles_of(me, conversation).await?.into_keys().collect())
+    }
+
+    /// The users of a conversation with their roles (both users of a direct conversation manage
+    /// it, as owners of a group do).
+    async fn roles_of(
+        &self,
+        _me: &Me,
+        conversation: &str,
+    ) -> Result<BTreeMap<String, Role>, E2eError> {
         if let Some((a, b)) = dm_users(conversation) {
-            return Ok([a.to_owned(), b.to_owned()].into());
+            return Ok([(a.to_owned(), Role::Owner), (b.to_owned(), Role::Owner)].into());
         }
         let Some(group) = conversation.strip_prefix("group:") else {
             return Err(E2eError::Unsupported(conversation.to_owned()));
@@ -332,11 +344,13 @@ impl Worker {
             })
             .await?
         {
-            Ok(BootstrapResponse::Group(roster)) => {
-                Ok(roster.members.into_iter().map(|m| m.user).collect())
-            }
+            Ok(BootstrapResponse::Group(roster)) => Ok(roster
+                .members
+                .into_iter()
+                .map(|m| (m.user, m.role))
+                .collect()),
             // No longer in the group: nobody of it is to be trusted by this device.
-            Err((ErrorCode::NotAllowed | ErrorCode::NotFound, _)) => Ok([me.user.clone()].into()),
+            Err((ErrorCode::NotAllowed | ErrorCode::NotFound, _)) => Ok(BTreeMap::new()),
             Err((_, why)) => Err(E2eError::Refused(why)),
             Ok(_) => Err(E2eError::Refused(
                 "an unexpected answer to GroupInfo".into(),
@@ -472,7 +486,11 @@ impl Worker {
             if !me.mls.is_member(conversation) {
                 return Ok(());
             }
-            let users = self.users_of(me, conversation).await?;
+            let roles = self.roles_of(me, conversation).await?;
+            let users: BTreeSet<&String> = roles.keys().collect();
+            // Users are added by the group's owner and admins (who invite them); anyone adds
+            // devices of their own account. So not every member races to claim key packages.
+            let adds_users = matches!(roles.get(&me.user), Some(Role::Owner | Role::Admin));
             let members = me.mls.members(conversation)?;
             let retired = match self
                 .call(BootstrapRequest::MlsGroupInfo {
@@ -496,7 +514,11 @@ impl Worker {
                 .suite(conversation)
                 .ok_or_else(|| E2eError::Refused("the conversation has no suite".into()))?;
             let mut packages = Vec::new();
-            for user in users.iter().filter(|u| !present.contains(u.as_str())) {
+            for user in users
+                .iter()
+                .filter(|u| !present.contains(u.as_str()))
+                .filter(|u| adds_users || ***u == me.user)
+            {
                 packages.extend(self.claim(user, suite).await?);
             }
             if removed.is_empty() && packages.is_empty() {
