@@ -4,15 +4,17 @@
 //! (each login binds the authenticated peer id and gets a signed device certificate), profiles,
 //! friends, presence and group membership (signed rosters). It relays for peers behind NAT
 //! (libp2p relay v2, AutoNAT), relays the broadcast topic (deciding who may broadcast, at what
-//! rate) and keeps the recent broadcasts for history, and keeps its state in one redb file with
-//! periodic backups.
+//! rate) and keeps the recent broadcasts for history, delivers for end-to-end encrypted
+//! conversations (MLS key packages, commits in order, Welcomes; never a key), and keeps its state in
+//! one redb file with periodic backups.
 //!
 //! Layout:
 //! - [`config`]: [`Config`], the TOML file, every limit ([`config::limits`]).
 //! - [`service`]: the rules (accounts, profiles, friends, mailboxes and receipts, device
 //!   listings, groups in [`service::groups`], account settings and what blocking refuses in
 //!   [`service::settings`], kept broadcasts and the broadcast policy and rate in
-//!   [`service::broadcasts`]); requests in, responses and effects out.
+//!   [`service::broadcasts`], the MLS delivery service of end-to-end encryption in
+//!   [`service::mls`]); requests in, responses and effects out.
 //! - [`store`]: the redb database; the only code that knows redb ([`store::tables`]).
 //! - [`presence`]: who is online now, and where their devices listen (in memory).
 //! - [`mdns`]: the LAN advertisement (`role=bootstrap`).

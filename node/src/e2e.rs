@@ -29,6 +29,8 @@ use crate::error::CallError;
 use crate::event::Event;
 use crate::mls::{Commit, Mls, MlsError};
 
+/// Jobs waiting for the driver, at most.
+pub(crate) const E2E_JOBS: usize = 1024;
 /// Key packages kept at the bootstrap per suite; topped up below half.
 const KEY_PACKAGE_STOCK: u32 = 24;
 /// Attempts at a commit that keeps losing to others' before giving up for now.
@@ -112,7 +114,7 @@ pub(crate) enum Job {
 /// The handle the event loop keeps: jobs in, run in order.
 #[derive(Clone)]
 pub(crate) struct Driver {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Driver {
@@ -122,7 +124,7 @@ impl Driver {
         commands: mpsc::WeakSender<Command>,
         events: broadcast::Sender<Event>,
     ) -> Self {
-        let (jobs, mut rx) = mpsc::unbounded_channel();
+        let (jobs, mut rx) = mpsc::channel(E2E_JOBS);
         tokio::spawn(async move {
             let worker = Worker { commands, events };
             while let Some(job) = rx.recv().await {
@@ -134,9 +136,19 @@ impl Driver {
         Self { jobs }
     }
 
-    /// Queues a job (dropped if the driver is gone: the node is stopping).
+    /// Queues a job. Dropped if the driver is gone (the node is stopping) or [`E2E_JOBS`] wait
+    /// already (a start is answered `Busy`; catch-ups come again with the next notification).
     pub(crate) fn push(&self, job: Job) {
-        let _ = self.jobs.send(job);
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Job::Start { reply, .. })) => {
+                let _ = reply.send(Err(E2eError::Busy));
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("end-to-end encryption work is backed up; a catch-up was dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 

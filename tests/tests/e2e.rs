@@ -19,7 +19,6 @@ use confab_node::mls::Mls;
 use confab_node::{Client, Conversation, E2eError, Event};
 use confab_protocol::e2e::{Suite, dm_conversation};
 use confab_tests::chat::*;
-use confab_tests::files::random_file;
 use confab_tests::nodes::node;
 use libp2p::PeerId;
 use tokio::sync::broadcast;
@@ -76,7 +75,10 @@ async fn until_encryption(
         if views.len() == clients.len() && check(&views) {
             return views;
         }
-        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}: {views:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {WAIT:?}: {views:?}"
+        );
         sleep(Duration::from_millis(100)).await;
     }
 }
@@ -100,7 +102,10 @@ fn converged(n: usize) -> impl Fn(&[confab_node::client::Encryption]) -> bool {
 /// The next message event in `conversation` with text `text`: it must be marked encrypted.
 async fn expect_encrypted(events: &mut broadcast::Receiver<Event>, text: &str) {
     let m = expect_message(events, text).await;
-    assert!(m.encrypted, "{text:?} arrived but not marked encrypted: {m:?}");
+    assert!(
+        m.encrypted,
+        "{text:?} arrived but not marked encrypted: {m:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +149,11 @@ async fn an_encrypted_dm_to_an_offline_user_is_only_ciphertext_at_the_bootstrap(
     // Nothing the bootstrap keeps (database, held files, backups) has the plaintext.
     for needle in [secret.as_bytes(), &file_marker[..], b"the plans"] {
         let found = containing(server_dir.path(), needle);
-        assert!(found.is_empty(), "plaintext {:?} found in {found:?}", String::from_utf8_lossy(needle));
+        assert!(
+            found.is_empty(),
+            "plaintext {:?} found in {found:?}",
+            String::from_utf8_lossy(needle)
+        );
     }
     assert!(!files_under(server_dir.path()).is_empty());
 
@@ -153,9 +162,11 @@ async fn an_encrypted_dm_to_an_offline_user_is_only_ciphertext_at_the_bootstrap(
     let got = expect_message(&mut bob_events, secret).await;
     assert!(got.encrypted);
     assert_eq!(got.from.user.as_deref(), Some("alice"));
-    let (event, _) = expect(&mut bob_events, "the file message", |e| {
-        matches!(e, Event::Message(m) if m.id == file_id)
-    })
+    let (event, _) = expect(
+        &mut bob_events,
+        "the file message",
+        |e| matches!(e, Event::Message(m) if m.id == file_id),
+    )
     .await;
     let Event::Message(file_message) = event else {
         unreachable!()
@@ -184,23 +195,28 @@ async fn a_removed_member_cannot_decrypt_what_is_sent_afterwards() {
         client.register(name, PASSWORD).await.unwrap();
         nodes.push((client, events));
     }
-    let g = nodes[0].0.group_create("crew", &["bob", "carol"]).await.unwrap();
+    let (owned, mut events): (Vec<Client>, Vec<_>) = nodes.into_iter().unzip();
+    let clients: Vec<&Client> = owned.iter().collect();
+    let g = clients[0]
+        .group_create("crew", &["bob", "carol"])
+        .await
+        .unwrap();
     let conv = group(&g.id);
-    let clients: Vec<&Client> = nodes.iter().map(|(c, _)| c).collect();
     // Every member has the roster before encryption starts.
     until_groups(&clients, &g.id, 3).await;
-    nodes[0].0.encrypt(&conv, None).await.unwrap();
+    clients[0].encrypt(&conv, None).await.unwrap();
     until_encryption(&clients, &conv, "all three in the group", converged(3)).await;
-    nodes[1].0.send(&conv, "hello crew").await.unwrap();
+    clients[1].send(&conv, "hello crew").await.unwrap();
     for i in [0, 2] {
-        expect_encrypted(&mut nodes[i].1, "hello crew").await;
+        expect_encrypted(&mut events[i], "hello crew").await;
     }
 
-    nodes[0].0.group_remove(&g.id, "carol").await.unwrap();
-    let views = until_encryption(&clients[..2], &conv, "carol's device removed", converged(2)).await;
+    clients[0].group_remove(&g.id, "carol").await.unwrap();
+    let views =
+        until_encryption(&clients[..2], &conv, "carol's device removed", converged(2)).await;
     assert!(views[0].devices.iter().all(|(u, _)| u != "carol"));
-    nodes[0].0.send(&conv, "carol is gone").await.unwrap();
-    expect_encrypted(&mut nodes[1].1, "carol is gone").await;
+    clients[0].send(&conv, "carol is gone").await.unwrap();
+    expect_encrypted(&mut events[1], "carol is gone").await;
 
     // At the node level, with the states the nodes stored: what Alice's device encrypts now
     // Bob's device reads, Carol's cannot.
@@ -208,15 +224,19 @@ async fn a_removed_member_cannot_decrypt_what_is_sent_afterwards() {
         .iter()
         .map(|c| c.peer_id().parse().unwrap())
         .collect();
-    for (client, _) in &nodes {
+    for client in &clients {
         client.shutdown().await.unwrap();
     }
     let name = format!("group:{}", g.id);
-    let state = |i: usize, user: &str| Mls::open(&dirs[i].path().join("mls.redb"), user, peers[i]).unwrap();
+    let state =
+        |i: usize, user: &str| Mls::open(&dirs[i].path().join("mls.redb"), user, peers[i]).unwrap();
     let alice = state(0, "alice");
     let ciphertext = alice.encrypt(&name, b"sent after carol left").unwrap();
     let bob = state(1, "bob");
-    assert_eq!(bob.decrypt(&name, &ciphertext).unwrap().plaintext, b"sent after carol left");
+    assert_eq!(
+        bob.decrypt(&name, &ciphertext).unwrap().plaintext,
+        b"sent after carol left"
+    );
     let carol = state(2, "carol");
     let refused = carol.decrypt(&name, &ciphertext);
     assert!(refused.is_err(), "carol's device decrypted it: {refused:?}");
@@ -231,7 +251,10 @@ async fn until_groups(clients: &[&Client], id: &str, n: usize) {
             if groups.iter().any(|g| g.id == id && g.members.len() == n) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the group did not reach everyone");
+            assert!(
+                Instant::now() < deadline,
+                "the group did not reach everyone"
+            );
             sleep(Duration::from_millis(50)).await;
         }
     }
@@ -249,34 +272,40 @@ async fn two_admins_change_membership_at_once_and_everyone_converges() {
         client.register(name, PASSWORD).await.unwrap();
         nodes.push((client, events));
     }
-    let g = nodes[0]
-        .0
+    let (owned, mut events): (Vec<Client>, Vec<_>) = nodes.into_iter().unzip();
+    let clients: Vec<&Client> = owned.iter().collect();
+    let g = clients[0]
         .group_create("admins", &["bob", "carol", "dave", "erin"])
         .await
         .unwrap();
-    nodes[0]
-        .0
+    clients[0]
         .group_set_role(&g.id, "bob", confab_node::Role::Admin)
         .await
         .unwrap();
     let conv = group(&g.id);
-    let clients: Vec<&Client> = nodes.iter().map(|(c, _)| c).collect();
     until_groups(&clients, &g.id, 5).await;
-    nodes[0].0.encrypt(&conv, Some(Suite::X25519ChaCha20Poly1305)).await.unwrap();
+    clients[0]
+        .encrypt(&conv, Some(Suite::X25519ChaCha20Poly1305))
+        .await
+        .unwrap();
     let before = until_encryption(&clients, &conv, "all five in the group", converged(5)).await;
     let start_epoch = before[0].epoch.unwrap();
 
     // Both admins at the same moment: alice removes carol, bob removes dave.
     let (a, b) = tokio::join!(
-        nodes[0].0.group_remove(&g.id, "carol"),
-        nodes[1].0.group_remove(&g.id, "dave"),
+        clients[0].group_remove(&g.id, "carol"),
+        clients[1].group_remove(&g.id, "dave"),
     );
     a.unwrap();
     b.unwrap();
     let remaining = [clients[0], clients[1], clients[4]];
-    let after = until_encryption(&remaining, &conv, "the same epoch everywhere", converged(3)).await;
+    let after =
+        until_encryption(&remaining, &conv, "the same epoch everywhere", converged(3)).await;
     let users: Vec<&str> = after[0].devices.iter().map(|(u, _)| u.as_str()).collect();
-    assert!(!users.contains(&"carol") && !users.contains(&"dave"), "{users:?}");
+    assert!(
+        !users.contains(&"carol") && !users.contains(&"dave"),
+        "{users:?}"
+    );
     // One commit per epoch: two removals moved the group one or two epochs on, never more
     // than the commits that won.
     let end_epoch = after[0].epoch.unwrap();
@@ -286,12 +315,12 @@ async fn two_admins_change_membership_at_once_and_everyone_converges() {
     );
 
     for (from, text) in [(0, "from alice"), (1, "from bob"), (4, "from erin")] {
-        nodes[from].0.send(&conv, text).await.unwrap();
+        clients[from].send(&conv, text).await.unwrap();
         for to in [0, 1, 4].into_iter().filter(|t| *t != from) {
-            expect_encrypted(&mut nodes[to].1, text).await;
+            expect_encrypted(&mut events[to], text).await;
         }
     }
-    for (client, _) in &nodes {
+    for client in &clients {
         client.shutdown().await.unwrap();
     }
 }
@@ -309,25 +338,41 @@ async fn a_second_device_joins_the_encrypted_conversations() {
     let g = alice.group_create("pair", &["bob"]).await.unwrap();
     until_groups(&[&alice, &bob], &g.id, 2).await;
     alice.encrypt(&group(&g.id), None).await.unwrap();
-    until_encryption(&[&alice, &bob], &group(&g.id), "both in the group", converged(2)).await;
+    until_encryption(
+        &[&alice, &bob],
+        &group(&g.id),
+        "both in the group",
+        converged(2),
+    )
+    .await;
 
     // Alice's laptop logs in: it joins both conversations by itself.
     let (laptop, mut laptop_events) = node(dirs[2].path(), "alice-laptop", &server.addr).await;
     laptop.login("alice", PASSWORD).await.unwrap();
-    until_encryption(&[&alice, &laptop], &group(&g.id), "the laptop in the group", converged(3))
-        .await;
+    until_encryption(
+        &[&alice, &laptop],
+        &group(&g.id),
+        "the laptop in the group",
+        converged(3),
+    )
+    .await;
     let dm = until_encryption(&[&laptop], &user("bob"), "the laptop in the DM", |v| {
         v[0].epoch.is_some() && v[0].devices.len() == 3
     })
     .await;
     assert!(dm[0].devices.iter().filter(|(u, _)| u == "alice").count() == 2);
     // Bob's device has caught up with the join before it writes.
-    until_encryption(&[&bob, &laptop], &user("alice"), "bob sees the laptop", |v| {
-        v.iter().all(|e| e.devices.len() == 3)
-    })
+    until_encryption(
+        &[&bob, &laptop],
+        &user("alice"),
+        "bob sees the laptop",
+        |v| v.iter().all(|e| e.devices.len() == 3),
+    )
     .await;
 
-    bob.send(&user("alice"), "to both of alice's devices").await.unwrap();
+    bob.send(&user("alice"), "to both of alice's devices")
+        .await
+        .unwrap();
     expect_encrypted(&mut laptop_events, "to both of alice's devices").await;
     expect_encrypted(&mut alice_events, "to both of alice's devices").await;
     bob.send(&group(&g.id), "in the group").await.unwrap();
@@ -356,8 +401,14 @@ async fn both_suites_work_and_a_suite_cannot_change() {
         (group(&g.id), group(&g.id), Suite::X25519ChaCha20Poly1305),
     ];
     for (from_alice, from_bob, suite) in &cases {
-        assert_eq!(alice.encrypt(from_alice, Some(*suite)).await.unwrap(), *suite);
-        until_encryption(&[&alice], from_alice, "alice in it", |v| v[0].devices.len() == 2).await;
+        assert_eq!(
+            alice.encrypt(from_alice, Some(*suite)).await.unwrap(),
+            *suite
+        );
+        until_encryption(&[&alice], from_alice, "alice in it", |v| {
+            v[0].devices.len() == 2
+        })
+        .await;
         until_encryption(&[&bob], from_bob, "bob in it", |v| v[0].epoch.is_some()).await;
         let text = format!("sealed with {suite}");
         alice.send(from_alice, &text).await.unwrap();
@@ -365,7 +416,10 @@ async fn both_suites_work_and_a_suite_cannot_change() {
         let reply = format!("and back with {suite}");
         bob.send(from_bob, &reply).await.unwrap();
         expect_encrypted(&mut alice_events, &reply).await;
-        assert_eq!(bob.encryption(from_bob).await.unwrap().unwrap().suite, *suite);
+        assert_eq!(
+            bob.encryption(from_bob).await.unwrap().unwrap().suite,
+            *suite
+        );
         // Another suite is refused, from either side; the suite stays.
         let other = if *suite == Suite::X25519Aes128Gcm {
             Suite::X25519ChaCha20Poly1305
@@ -377,7 +431,10 @@ async fn both_suites_work_and_a_suite_cannot_change() {
                 Err(E2eError::SuiteFixed(s)) => assert_eq!(s, *suite),
                 other => panic!("changing the suite: {other:?}"),
             }
-            assert_eq!(client.encryption(conv).await.unwrap().unwrap().suite, *suite);
+            assert_eq!(
+                client.encryption(conv).await.unwrap().unwrap().suite,
+                *suite
+            );
         }
     }
     // The bootstrap knows the DM under its canonical name.

@@ -127,6 +127,16 @@ pub struct Commit {
     pub external: bool,
 }
 
+/// The answer to `MlsPublish`: how many packages the device has for the suite.
+fn stock(count: usize) -> Outcome {
+    Outcome {
+        response: BootstrapResponse::MlsStock {
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        },
+        effects: Vec::new(),
+    }
+}
+
 /// The allowed suite with code point `code`, else `Invalid`.
 fn suite_of(code: u16) -> Result<Suite, Refusal> {
     Suite::from_code(code).ok_or_else(|| {
@@ -445,7 +455,7 @@ impl Service {
         let me = self.logged_in(device).await?;
         let suite = suite_of(suite)?;
         let key = device.to_base58();
-        let mut packages: Vec<Vec<u8>> = key_packages
+        let packages: Vec<Vec<u8>> = key_packages
             .into_iter()
             .map(serde_bytes::ByteBuf::into_vec)
             .collect();
@@ -460,21 +470,28 @@ impl Service {
                 ),
             ));
         }
-        if !packages.is_empty() {
-            // Signature checks: off the async threads.
-            let identity = e2e::credential_identity(&me, &key);
-            packages = tokio::task::spawn_blocking(move || {
-                let crypto = RustCrypto::default();
-                for (i, package) in packages.iter().enumerate() {
-                    check_key_package(&crypto, package, suite, &identity).map_err(|e| {
-                        invalid(format!("key package {} of {}: {e}", i + 1, packages.len()))
-                    })?;
-                }
-                Ok::<_, Refusal>(packages)
-            })
-            .await
-            .map_err(|e| Refusal::new(ErrorCode::Internal, format!("internal error: {e}")))??;
+        if packages.is_empty() {
+            let code = suite.code();
+            let count = self
+                .blocking(move |s| {
+                    s.read(|tx| Ok::<_, Refusal>(tx.mls_key_package_count(&me, &key, code)?))
+                })
+                .await?;
+            return Ok(stock(count));
         }
+        // Signature checks: off the async threads.
+        let identity = e2e::credential_identity(&me, &key);
+        let packages = tokio::task::spawn_blocking(move || {
+            let crypto = RustCrypto::default();
+            for (i, package) in packages.iter().enumerate() {
+                check_key_package(&crypto, package, suite, &identity).map_err(|e| {
+                    invalid(format!("key package {} of {}: {e}", i + 1, packages.len()))
+                })?;
+            }
+            Ok::<_, Refusal>(packages)
+        })
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, format!("internal error: {e}")))??;
         let count = self
             .store
             .write_batched(move |tx| {
@@ -505,12 +522,7 @@ impl Service {
                 Ok(have + fresh.len())
             })
             .await?;
-        Ok(Outcome {
-            response: BootstrapResponse::MlsStock {
-                count: u32::try_from(count).unwrap_or(u32::MAX),
-            },
-            effects: Vec::new(),
-        })
+        Ok(stock(count))
     }
 
     /// `MlsClaim`: see the module docs. Packages go out up to [`MLS_PAGE_BYTES`]; a device past
@@ -816,7 +828,13 @@ mod tests {
 
     /// A commit at `epoch` with recognisable bytes (the bootstrap never parses them); a Welcome
     /// when it adds devices.
-    fn commit(conversation: &str, epoch: u64, added: &[MlsDevice], removed: &[MlsDevice]) -> R {
+    fn commit_of(
+        conversation: &str,
+        epoch: u64,
+        added: Vec<MlsDevice>,
+        removed: Vec<MlsDevice>,
+        external: bool,
+    ) -> R {
         R::MlsCommit {
             conversation: conversation.into(),
             epoch,
@@ -824,38 +842,30 @@ mod tests {
             commit: format!("commit {epoch}").into_bytes(),
             group_info: format!("group info {}", epoch + 1).into_bytes(),
             welcome: (!added.is_empty()).then(|| format!("welcome {epoch}").into_bytes()),
-            added: added.to_vec(),
-            removed: removed.to_vec(),
-            external: false,
+            added,
+            removed,
+            external,
         }
     }
 
-    /// An external commit at `epoch` by `joiner` that adds `added` (normally the joiner alone).
-    fn external(conversation: &str, epoch: u64, added: &[MlsDevice], removed: &[MlsDevice]) -> R {
-        match commit(conversation, epoch, added, removed) {
-            R::MlsCommit {
-                conversation,
-                epoch,
-                suite,
-                commit,
-                group_info,
-                welcome,
-                added,
-                removed,
-                ..
-            } => R::MlsCommit {
-                conversation,
-                epoch,
-                suite,
-                commit,
-                group_info,
-                welcome,
-                added,
-                removed,
-                external: true,
-            },
-            _ => unreachable!(),
-        }
+    /// A commit at `epoch` by a member.
+    fn commit<const N: usize, const M: usize>(
+        conversation: &str,
+        epoch: u64,
+        added: [MlsDevice; N],
+        removed: [MlsDevice; M],
+    ) -> R {
+        commit_of(conversation, epoch, added.to_vec(), removed.to_vec(), false)
+    }
+
+    /// An external commit at `epoch` (by a device joining).
+    fn external<const N: usize, const M: usize>(
+        conversation: &str,
+        epoch: u64,
+        added: [MlsDevice; N],
+        removed: [MlsDevice; M],
+    ) -> R {
+        commit_of(conversation, epoch, added.to_vec(), removed.to_vec(), true)
     }
 
     fn committed(out: &Outcome) -> u64 {
@@ -963,7 +973,10 @@ mod tests {
             .handle(
                 a1,
                 None,
-                publish(Suite::X25519ChaCha20Poly1305.code(), &[good.clone()]),
+                publish(
+                    Suite::X25519ChaCha20Poly1305.code(),
+                    std::slice::from_ref(&good),
+                ),
             )
             .await;
         assert_eq!(
@@ -1133,31 +1146,31 @@ mod tests {
             Some(E::NotFound)
         );
         assert_eq!(
-            code(&s.handle(a1, None, commit(&dm, 1, &[], &[])).await),
+            code(&s.handle(a1, None, commit(&dm, 1, [], [])).await),
             Some(E::NotFound)
         );
         assert_eq!(
             code(
-                &s.handle(a2, None, external(&dm, 0, &[ann2.clone()], &[]))
+                &s.handle(a2, None, external(&dm, 0, [ann2.clone()], []))
                     .await
             ),
             Some(E::NotFound)
         );
         // Names that are no conversation's, strangers, unknown accounts, suites not allowed.
         for name in ["dm:ben:ann", "nonsense", "group:not-an-id", "dm:ann:Ben"] {
-            let out = s.handle(a1, None, commit(name, 0, &[], &[])).await;
+            let out = s.handle(a1, None, commit(name, 0, [], [])).await;
             assert_eq!(code(&out), Some(E::Invalid), "{name}: {out:?}");
         }
         assert_eq!(
-            code(&s.handle(c1, None, commit(&dm, 0, &[], &[])).await),
+            code(&s.handle(c1, None, commit(&dm, 0, [], [])).await),
             Some(E::NotAllowed)
         );
         assert_eq!(code(&s.handle(c1, None, info()).await), Some(E::NotAllowed));
         assert_eq!(
-            code(&s.handle(a1, None, commit("dm:ann:zed", 0, &[], &[])).await),
+            code(&s.handle(a1, None, commit("dm:ann:zed", 0, [], [])).await),
             Some(E::UnknownUser)
         );
-        let mut bad_suite = commit(&dm, 0, &[], &[]);
+        let mut bad_suite = commit(&dm, 0, [], []);
         if let R::MlsCommit { suite, .. } = &mut bad_suite {
             *suite = 0x0004;
         }
@@ -1170,9 +1183,7 @@ mod tests {
         );
 
         // Ann's first device starts it, adding ben's; every other device is told.
-        let out = s
-            .handle(a1, None, commit(&dm, 0, &[ben1.clone()], &[]))
-            .await;
+        let out = s.handle(a1, None, commit(&dm, 0, [ben1.clone()], [])).await;
         assert_eq!(committed(&out), 1);
         let note = Notification::Mls {
             conversation: dm.clone(),
@@ -1189,7 +1200,7 @@ mod tests {
 
         // Both members commit at epoch 1 at once: exactly one wins.
         let race = |who: &str| {
-            let mut request = commit(&dm, 1, &[], &[]);
+            let mut request = commit(&dm, 1, [], []);
             if let R::MlsCommit { commit, .. } = &mut request {
                 *commit = format!("{who}'s commit 1").into_bytes();
             }
@@ -1210,11 +1221,11 @@ mod tests {
             "the conversation is at epoch 2; fetch the commits and retry"
         );
         // A stale retry conflicts as well.
-        let out = s.handle(a1, None, commit(&dm, 0, &[], &[])).await;
+        let out = s.handle(a1, None, commit(&dm, 0, [], [])).await;
         assert_eq!(code(&out), Some(E::Conflict));
 
         // The suite is fixed.
-        let mut other_suite = commit(&dm, 2, &[], &[]);
+        let mut other_suite = commit(&dm, 2, [], []);
         if let R::MlsCommit { suite, .. } = &mut other_suite {
             *suite = Suite::X25519ChaCha20Poly1305.code();
         }
@@ -1266,7 +1277,7 @@ mod tests {
 
         // Ann's second device is no member: it joins by an external commit, adding itself only
         // and removing nobody else's device.
-        let out = s.handle(a2, None, commit(&dm, 2, &[], &[])).await;
+        let out = s.handle(a2, None, commit(&dm, 2, [], [])).await;
         assert_eq!(code(&out), Some(E::NotAllowed));
         assert_eq!(
             error_message(&out),
@@ -1277,31 +1288,31 @@ mod tests {
             vec![ann2.clone(), dev("cal", c1)],
             vec![ben1.clone()],
         ] {
-            let out = s.handle(a2, None, external(&dm, 2, &added, &[])).await;
+            let out = s
+                .handle(a2, None, commit_of(&dm, 2, added.clone(), vec![], true))
+                .await;
             assert_eq!(code(&out), Some(E::Invalid), "{added:?}: {out:?}");
         }
         let out = s
-            .handle(a2, None, external(&dm, 2, &[ann2.clone()], &[ben1.clone()]))
+            .handle(a2, None, external(&dm, 2, [ann2.clone()], [ben1.clone()]))
             .await;
         assert_eq!(code(&out), Some(E::NotAllowed), "{out:?}");
         // A device of another account that is still logged in is not removed by a plain
         // commit in a dm either.
-        let out = s
-            .handle(a1, None, commit(&dm, 2, &[], &[ben1.clone()]))
-            .await;
+        let out = s.handle(a1, None, commit(&dm, 2, [], [ben1.clone()])).await;
         assert_eq!(code(&out), Some(E::NotAllowed), "{out:?}");
         let out = s
-            .handle(a2, None, external(&dm, 2, &[ann2.clone()], &[]))
+            .handle(a2, None, external(&dm, 2, [ann2.clone()], []))
             .await;
         assert_eq!(committed(&out), 3);
         assert_eq!(out.effects.len(), 2);
         // A member joining again must drop its old leaf in the same commit (a resync).
         let out = s
-            .handle(a2, None, external(&dm, 3, &[ann2.clone()], &[]))
+            .handle(a2, None, external(&dm, 3, [ann2.clone()], []))
             .await;
         assert_eq!(code(&out), Some(E::Invalid), "{out:?}");
         let out = s
-            .handle(a2, None, external(&dm, 3, &[ann2.clone()], &[ann2.clone()]))
+            .handle(a2, None, external(&dm, 3, [ann2.clone()], [ann2.clone()]))
             .await;
         assert_eq!(committed(&out), 4);
 
@@ -1358,7 +1369,7 @@ mod tests {
             .handle(
                 a1,
                 None,
-                commit(&conv, 0, &[ben1.clone(), cal1.clone(), dee1.clone()], &[]),
+                commit(&conv, 0, [ben1.clone(), cal1.clone(), dee1.clone()], []),
             )
             .await;
         assert_eq!(committed(&out), 1);
@@ -1367,22 +1378,22 @@ mod tests {
 
         // Added: only devices of the group's accounts, logged in to them, not members yet.
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[dev("eve", e1)], &[]))
+            .handle(a1, None, commit(&conv, epoch, [dev("eve", e1)], []))
             .await;
         assert_eq!(code(&out), Some(E::NotAllowed), "{out:?}");
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[ben2.clone()], &[]))
+            .handle(a1, None, commit(&conv, epoch, [ben2.clone()], []))
             .await;
         assert_eq!(code(&out), Some(E::Invalid), "not logged in: {out:?}");
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[ben1.clone()], &[]))
+            .handle(a1, None, commit(&conv, epoch, [ben1.clone()], []))
             .await;
         assert_eq!(code(&out), Some(E::Invalid), "a member already: {out:?}");
         let junk = MlsDevice {
             user: "ben".into(),
             device: vec![1, 2, 3],
         };
-        let out = s.handle(a1, None, commit(&conv, epoch, &[junk], &[])).await;
+        let out = s.handle(a1, None, commit(&conv, epoch, [junk], [])).await;
         assert_eq!(code(&out), Some(E::Invalid), "not a peer id: {out:?}");
         // Eve, no member, sees nothing of it.
         assert_eq!(
@@ -1401,7 +1412,7 @@ mod tests {
 
         // A plain member does not remove another account's device that is logged in.
         let out = s
-            .handle(c1, None, commit(&conv, epoch, &[], &[ben1.clone()]))
+            .handle(c1, None, commit(&conv, epoch, [], [ben1.clone()]))
             .await;
         assert_eq!(code(&out), Some(E::NotAllowed));
         assert_eq!(
@@ -1412,30 +1423,30 @@ mod tests {
         // Ben's second device is added, logs out, and then anyone may remove it.
         s.handle(b2, None, login("ben", PW)).await;
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[ben2.clone()], &[]))
+            .handle(a1, None, commit(&conv, epoch, [ben2.clone()], []))
             .await;
         epoch = committed(&out);
         s.handle(b2, None, R::Logout).await;
         let out = s
-            .handle(c1, None, commit(&conv, epoch, &[], &[ben2.clone()]))
+            .handle(c1, None, commit(&conv, epoch, [], [ben2.clone()]))
             .await;
         epoch = committed(&out);
         let out = s
-            .handle(c1, None, commit(&conv, epoch, &[], &[ben2.clone()]))
+            .handle(c1, None, commit(&conv, epoch, [], [ben2.clone()]))
             .await;
         assert_eq!(code(&out), Some(E::Invalid), "no member any more: {out:?}");
 
         // The owner removes anyone's device; so does an admin.
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[], &[dee1.clone()]))
+            .handle(a1, None, commit(&conv, epoch, [], [dee1.clone()]))
             .await;
         epoch = committed(&out);
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[dee1.clone()], &[]))
+            .handle(a1, None, commit(&conv, epoch, [dee1.clone()], []))
             .await;
         epoch = committed(&out);
         let out = s
-            .handle(b1, None, commit(&conv, epoch, &[], &[dee1.clone()]))
+            .handle(b1, None, commit(&conv, epoch, [], [dee1.clone()]))
             .await;
         assert_eq!(code(&out), Some(E::NotAllowed));
         s.handle(
@@ -1449,18 +1460,18 @@ mod tests {
         )
         .await;
         let out = s
-            .handle(b1, None, commit(&conv, epoch, &[], &[dee1.clone()]))
+            .handle(b1, None, commit(&conv, epoch, [], [dee1.clone()]))
             .await;
         epoch = committed(&out);
         let out = s
-            .handle(a1, None, commit(&conv, epoch, &[dee1.clone()], &[]))
+            .handle(a1, None, commit(&conv, epoch, [dee1.clone()], []))
             .await;
         epoch = committed(&out);
 
         // Cal leaves the group: his device may go by anyone's commit, and he is out.
         s.handle(c1, None, R::GroupLeave { group: g.clone() }).await;
         let out = s
-            .handle(d1, None, commit(&conv, epoch, &[], &[cal1.clone()]))
+            .handle(d1, None, commit(&conv, epoch, [], [cal1.clone()]))
             .await;
         epoch = committed(&out);
         assert_eq!(
@@ -1469,7 +1480,7 @@ mod tests {
             "ann, ben and dee are told; cal is gone"
         );
         assert_eq!(
-            code(&s.handle(c1, None, commit(&conv, epoch, &[], &[])).await),
+            code(&s.handle(c1, None, commit(&conv, epoch, [], [])).await),
             Some(E::NotAllowed)
         );
         let info = s
@@ -1509,7 +1520,7 @@ mod tests {
 
         assert_eq!(
             committed(
-                &s.handle(a1, None, commit(&dm, 0, &[dev("ben", b1)], &[]))
+                &s.handle(a1, None, commit(&dm, 0, [dev("ben", b1)], []))
                     .await
             ),
             1
@@ -1519,12 +1530,12 @@ mod tests {
             epoch: 1,
             welcome: b"welcome 0".to_vec(),
         };
-        assert_eq!(waiting(b1).await, [first.clone()]);
+        assert_eq!(waiting(b1).await, std::slice::from_ref(&first));
         assert!(waiting(b2).await.is_empty() && waiting(a1).await.is_empty());
 
         assert_eq!(
             committed(
-                &s.handle(a1, None, commit(&dm, 1, &[dev("ben", b2)], &[]))
+                &s.handle(a1, None, commit(&dm, 1, [dev("ben", b2)], []))
                     .await
             ),
             2
@@ -1553,14 +1564,14 @@ mod tests {
 
         // An external joiner gets no Welcome, whatever the commit carried.
         let out = s
-            .handle(a2, None, external(&dm, 2, &[dev("ann", a2)], &[]))
+            .handle(a2, None, external(&dm, 2, [dev("ann", a2)], []))
             .await;
         assert_eq!(committed(&out), 3);
         assert!(waiting(a2).await.is_empty());
 
         // A removed device's Welcome goes; a device that logs out loses its Welcomes.
         let out = s
-            .handle(b1, None, commit(&dm, 3, &[], &[dev("ben", b2)]))
+            .handle(b1, None, commit(&dm, 3, [], [dev("ben", b2)]))
             .await;
         assert_eq!(committed(&out), 4);
         assert!(
@@ -1571,7 +1582,7 @@ mod tests {
         );
         assert_eq!(
             committed(
-                &s.handle(b1, None, commit(&dm, 4, &[dev("ben", b2)], &[]))
+                &s.handle(b1, None, commit(&dm, 4, [dev("ben", b2)], []))
                     .await
             ),
             5
@@ -1605,7 +1616,7 @@ mod tests {
         ));
         let dm = dm_conversation("ann", "ben");
         committed(
-            &s.handle(a1, None, commit(&dm, 0, &[dev("ben", b1)], &[]))
+            &s.handle(a1, None, commit(&dm, 0, [dev("ben", b1)], []))
                 .await,
         );
         for (device, to, author) in [(a1, "ben", "ann"), (b1, "ann", "ben")] {
@@ -1644,8 +1655,8 @@ mod tests {
                 commit(
                     &format!("group:{g}"),
                     0,
-                    &[dev("ben", b1), dev("cal", c1)],
-                    &[],
+                    [dev("ben", b1), dev("cal", c1)],
+                    [],
                 ),
             )
             .await,
@@ -1675,7 +1686,7 @@ mod tests {
         }
         let dm = dm_conversation("ann", "ben");
         committed(
-            &s.handle(a1, None, commit(&dm, 0, &[dev("ben", b1)], &[]))
+            &s.handle(a1, None, commit(&dm, 0, [dev("ben", b1)], []))
                 .await,
         );
 
@@ -1696,7 +1707,7 @@ mod tests {
             .read(|tx| {
                 assert!(tx.mls_welcomes(&b1.to_base58(), usize::MAX)?.is_empty());
                 assert!(tx.mls_dms("ben")?.is_empty());
-                assert_eq!(tx.mls_dms("ann")?, [dm.clone()]);
+                assert_eq!(tx.mls_dms("ann")?, [dm.as_str()]);
                 assert!(tx.mls_conversation(&dm)?.is_some(), "the record stays");
                 Ok::<_, StoreError>(())
             })

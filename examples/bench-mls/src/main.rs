@@ -150,7 +150,9 @@ fn commits(suite: Suite, n_devices: usize, n_commits: usize) -> Result<()> {
     }
     let epoch = devices[0].mls.epoch(CONVERSATION).context("no epoch")?;
     ensure!(
-        devices.iter().all(|d| d.mls.epoch(CONVERSATION) == Some(epoch)),
+        devices
+            .iter()
+            .all(|d| d.mls.epoch(CONVERSATION) == Some(epoch)),
         "the devices did not end at the same epoch"
     );
     // Everyone still reads the last epoch.
