@@ -545,6 +545,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         e2e: crate::e2e::Driver::spawn(command_tx.downgrade(), event_tx.clone()),
         e2e_syncing: HashMap::new(),
         e2e_later: HashMap::new(),
+        sealed_files: HashMap::new(),
         mailbox,
         calls: HashMap::new(),
         waiting_calls: VecDeque::new(),
@@ -731,6 +732,9 @@ struct EventLoop {
     e2e: crate::e2e::Driver,
     /// Conversations whose MLS state was asked to catch up, and when (not asked again at once).
     e2e_syncing: HashMap<String, Instant>,
+    /// The files (root, size) of sealed messages waiting to be deposited: the bootstrap is
+    /// asked to hold them first, as for plaintext ones.
+    sealed_files: HashMap<MessageId, (confab_protocol::ContentHash, u64)>,
     /// Mailbox entries that could not be decrypted yet, with how many times.
     e2e_later: HashMap<MessageId, u8>,
     /// Deposits waiting for the bootstrap, and the mailbox sync.

@@ -110,13 +110,18 @@ async fn expect_encrypted(events: &mut broadcast::Receiver<Event>, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_dm_to_an_offline_user_is_only_ciphertext_at_the_bootstrap() {
+    logs();
     let server_dir = tempfile::tempdir().unwrap();
     let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    // Bob registers (his device publishes its key packages) and goes away.
-    registered_then_away(dirs[1].path(), "bob", &server.addr).await;
+    // Bob registers (his device publishes its key packages), becomes alice's friend (key
+    // packages are handed to friends and fellow group members), and goes away.
     let (alice, mut alice_events) = node(dirs[0].path(), "alice", &server.addr).await;
     alice.register("alice", PASSWORD).await.unwrap();
+    let (bob, _) = node(dirs[1].path(), "bob", &server.addr).await;
+    bob.register("bob", PASSWORD).await.unwrap();
+    befriend(&alice, &bob).await;
+    bob.shutdown().await.unwrap();
 
     let suite = alice.encrypt(&user("bob"), None).await.unwrap();
     assert_eq!(suite, Suite::DEFAULT);
@@ -242,6 +247,24 @@ async fn a_removed_member_cannot_decrypt_what_is_sent_afterwards() {
     assert!(refused.is_err(), "carol's device decrypted it: {refused:?}");
 }
 
+/// Logs to the test's output with `RUST_LOG` set (e.g. `RUST_LOG=confab_node=debug`).
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Makes alice and bob friends.
+async fn befriend(alice: &Client, bob: &Client) {
+    alice.friend_add("bob").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while bob.friend_accept("alice").await.is_err() {
+        assert!(Instant::now() < deadline, "bob never saw alice's request");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until every client knows the group with `n` members.
 async fn until_groups(clients: &[&Client], id: &str, n: usize) {
     let deadline = Instant::now() + WAIT;
@@ -327,6 +350,7 @@ async fn two_admins_change_membership_at_once_and_everyone_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_device_joins_the_encrypted_conversations() {
+    logs();
     let server_dir = tempfile::tempdir().unwrap();
     let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -334,6 +358,7 @@ async fn a_second_device_joins_the_encrypted_conversations() {
     alice.register("alice", PASSWORD).await.unwrap();
     let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
     bob.register("bob", PASSWORD).await.unwrap();
+    befriend(&alice, &bob).await;
     alice.encrypt(&user("bob"), None).await.unwrap();
     let g = alice.group_create("pair", &["bob"]).await.unwrap();
     until_groups(&[&alice, &bob], &g.id, 2).await;
@@ -362,12 +387,9 @@ async fn a_second_device_joins_the_encrypted_conversations() {
     .await;
     assert!(dm[0].devices.iter().filter(|(u, _)| u == "alice").count() == 2);
     // Bob's device has caught up with the join before it writes.
-    until_encryption(
-        &[&bob, &laptop],
-        &user("alice"),
-        "bob sees the laptop",
-        |v| v.iter().all(|e| e.devices.len() == 3),
-    )
+    until_encryption(&[&bob], &user("alice"), "bob sees the laptop", |v| {
+        v.iter().all(|e| e.devices.len() == 3)
+    })
     .await;
 
     bob.send(&user("alice"), "to both of alice's devices")

@@ -209,6 +209,9 @@ impl EventLoop {
         let ciphertext = mls
             .encrypt(&name, &plaintext)
             .map_err(|e| SendError::Encryption(format!("cannot encrypt: {e}")))?;
+        if let Some(a) = &message.attachment {
+            self.sealed_files.insert(message.id, (a.hash, a.size));
+        }
         Ok(Some(ChatMessage {
             id: message.id,
             sent_at: message.sent_at,

@@ -227,10 +227,16 @@ impl EventLoop {
                     mut message,
                 } => {
                     message.author_cert = Some(cert.clone());
-                    match message.attachment.as_deref() {
+                    // A sealed message's file is known to this device only.
+                    let file = message
+                        .attachment
+                        .as_deref()
+                        .map(|a| (a.hash, a.size))
+                        .or_else(|| self.sealed_files.get(&message.id).copied());
+                    match file {
                         // A file goes with it: first ask the bootstrap to hold it for receivers
                         // who are offline (asked again after a restart: harmless).
-                        Some(file) if !self.holds_asked.contains(&message.id) => {
+                        Some((root, size)) if !self.holds_asked.contains(&message.id) => {
                             let conversation = match to.starts_with("group:") {
                                 true => to.clone(),
                                 false => format!("user:{to}"),
@@ -238,8 +244,8 @@ impl EventLoop {
                             let request = BootstrapRequest::FileHold {
                                 conversation,
                                 id: message.id,
-                                root: file.hash,
-                                size: file.size,
+                                root,
+                                size,
                             };
                             (
                                 request,
@@ -285,7 +291,11 @@ impl EventLoop {
         result: Result<BootstrapResponse, CallError>,
     ) {
         let id = message.id;
-        let root = message.attachment.as_ref().map(|a| a.hash);
+        let root = message
+            .attachment
+            .as_ref()
+            .map(|a| a.hash)
+            .or_else(|| self.sealed_files.get(&id).map(|(root, _)| *root));
         let (state, error) = match result {
             Ok(BootstrapResponse::FileHold { state }) => match state {
                 HoldState::NotNeeded => (FileHoldState::NotNeeded, None),
@@ -317,6 +327,7 @@ impl EventLoop {
             }
         };
         self.holds_asked.insert(id);
+        self.sealed_files.remove(&id);
         if let (FileHoldState::Pulling, Some(root)) = (state, root)
             && (self.holding.len() < MAX_HOLDS_WATCHED || self.holding.contains_key(&root))
         {
