@@ -551,19 +551,29 @@ impl Service {
 
     async fn logout(&self, device: PeerId) -> Result<Outcome, Refusal> {
         let key = device.to_base58();
-        let was = self
+        let (was, mut effects) = self
             .blocking(move |s| {
                 s.write(|tx| {
+                    // The members of its encrypted conversations are told, to remove it.
+                    let effects = match tx.device_user(&key)? {
+                        Some(user) => {
+                            mls::departure_effects(tx, &user, std::slice::from_ref(&key))?
+                        }
+                        None => Vec::new(),
+                    };
                     let was = tx.unbind_device(&key)?;
                     if let Some(user) = &was {
                         mls::forget_device(tx, user, &key)?;
                     }
-                    Ok::<_, Refusal>(was)
+                    Ok::<_, Refusal>((was, effects))
                 })
             })
             .await?;
         match was {
-            Some(_) => Self::done(vec![Effect::DeviceUnbound { device }]),
+            Some(_) => {
+                effects.push(Effect::DeviceUnbound { device });
+                Self::done(effects)
+            }
             None => Err(Refusal::new(
                 ErrorCode::NotLoggedIn,
                 "this device is not logged in",

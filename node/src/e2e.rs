@@ -100,6 +100,9 @@ pub(crate) enum Job {
     Session(Me),
     /// Catch up with one conversation and bring its membership in line.
     Sync(Me, String),
+    /// A group changed and this device does not know it as encrypted: if it is, catch up
+    /// (join it); if not, nothing.
+    Probe(Me, String),
     /// Answered once every job queued before it is done.
     Barrier(oneshot::Sender<()>),
     /// Start encrypting a conversation (or learn that it already is).
@@ -169,6 +172,7 @@ impl Worker {
         let result = match job {
             Job::Session(me) => self.session(&me).await,
             Job::Sync(me, conversation) => self.sync_and_reconcile(&me, &conversation).await,
+            Job::Probe(me, conversation) => self.probe(&me, &conversation).await,
             Job::Barrier(reply) => {
                 let _ = reply.send(());
                 Ok(())
@@ -235,6 +239,17 @@ impl Worker {
             suite: suite.name().to_owned(),
             epoch,
         });
+    }
+
+    /// Joins `conversation` if it turns out to be encrypted.
+    async fn probe(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
+        match self.existing_suite(conversation).await? {
+            Some(suite) => {
+                me.mls.mark_encrypted(conversation, suite)?;
+                self.sync_and_reconcile(me, conversation).await
+            }
+            None => Ok(()),
+        }
     }
 
     async fn session(&self, me: &Me) -> Result<(), E2eError> {
@@ -510,8 +525,7 @@ impl Worker {
                 })
                 .await?
             {
-                // RETIRED: devices no longer logged in (protocol field to come).
-                BootstrapResponse::MlsGroupInfo { .. } => Vec::<MlsDevice>::new(),
+                BootstrapResponse::MlsGroupInfo { retired, .. } => retired,
                 _ => Vec::new(),
             };
             let removed: Vec<MlsDevice> = members

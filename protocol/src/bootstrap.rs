@@ -597,6 +597,10 @@ pub enum BootstrapResponse {
         group_info: Vec<u8>,
         /// The member devices now.
         members: Vec<crate::e2e::MlsDevice>,
+        /// Those of them no longer logged in to their account (logged out, or the account
+        /// deleted): any member removes them.
+        #[serde(default)]
+        retired: Vec<crate::e2e::MlsDevice>,
     },
     /// A commit is stored: the conversation is at `epoch` now.
     MlsCommitted {

@@ -401,7 +401,67 @@ async fn a_second_device_joins_the_encrypted_conversations() {
     expect_encrypted(&mut laptop_events, "in the group").await;
     laptop.send(&user("bob"), "from the laptop").await.unwrap();
     expect_encrypted(&mut bob_events, "from the laptop").await;
+
+    // The laptop logs out: the others remove it from both conversations.
+    laptop.logout().await.unwrap();
+    until_encryption(&[&alice], &user("bob"), "the laptop out of the DM", |v| {
+        v[0].devices.len() == 2
+    })
+    .await;
+    until_encryption(&[&bob], &user("alice"), "bob without the laptop", |v| {
+        v[0].devices.len() == 2
+    })
+    .await;
+    until_encryption(
+        &[&alice, &bob],
+        &group(&g.id),
+        "the laptop out of the group",
+        converged(2),
+    )
+    .await;
     for c in [alice, bob, laptop] {
+        c.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_member_joins_an_encrypted_group_and_reads_it() {
+    logs();
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (alice, _) = node(dirs[0].path(), "alice", &server.addr).await;
+    alice.register("alice", PASSWORD).await.unwrap();
+    let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
+    bob.register("bob", PASSWORD).await.unwrap();
+    let (dave, mut dave_events) = node(dirs[2].path(), "dave", &server.addr).await;
+    dave.register("dave", PASSWORD).await.unwrap();
+    let g = alice.group_create("later", &["bob"]).await.unwrap();
+    until_groups(&[&alice, &bob], &g.id, 2).await;
+    alice.encrypt(&group(&g.id), None).await.unwrap();
+    until_encryption(
+        &[&alice, &bob],
+        &group(&g.id),
+        "both in the group",
+        converged(2),
+    )
+    .await;
+    alice.send(&group(&g.id), "before dave").await.unwrap();
+    expect_encrypted(&mut bob_events, "before dave").await;
+
+    alice.group_invite(&g.id, "dave").await.unwrap();
+    until_encryption(
+        &[&alice, &bob, &dave],
+        &group(&g.id),
+        "dave in the group",
+        converged(3),
+    )
+    .await;
+    bob.send(&group(&g.id), "welcome dave").await.unwrap();
+    expect_encrypted(&mut dave_events, "welcome dave").await;
+    dave.send(&group(&g.id), "thanks").await.unwrap();
+    expect_encrypted(&mut bob_events, "thanks").await;
+    for c in [alice, bob, dave] {
         c.shutdown().await.unwrap();
     }
 }

@@ -265,6 +265,67 @@ pub(super) fn forget_device(tx: &mut Tx, user: &str, device: &str) -> Result<(),
     Ok(())
 }
 
+/// The devices among `members` no longer logged in to their account.
+fn retired(tx: &Tx, members: &[MlsDevice]) -> Result<Vec<MlsDevice>, StoreError> {
+    let mut out = Vec::new();
+    for m in members {
+        let Ok(peer) = PeerId::from_bytes(&m.device) else {
+            out.push(m.clone());
+            continue;
+        };
+        if !tx.user_devices(&m.user)?.contains(&peer.to_base58()) {
+            out.push(m.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// What to tell when devices of `user` go (logout, account deletion): every account of each
+/// encrypted conversation one of them is a member of, so that a member device removes them.
+/// Called inside that transaction, before the devices are unbound.
+pub(super) fn departure_effects(
+    tx: &Tx,
+    user: &str,
+    devices: &[String],
+) -> Result<Vec<Effect>, Refusal> {
+    let gone: Vec<MlsDevice> = devices
+        .iter()
+        .filter_map(|d| d.parse::<PeerId>().ok())
+        .map(|p| MlsDevice {
+            user: user.to_owned(),
+            device: p.to_bytes(),
+        })
+        .collect();
+    let mut names: Vec<String> = tx
+        .user_groups(user)?
+        .into_iter()
+        .map(|(group, _)| format!("group:{group}"))
+        .collect();
+    names.extend(tx.mls_dms(user)?);
+    let mut effects = Vec::new();
+    for conversation in names {
+        let Some(record) = tx.mls_conversation(&conversation)? else {
+            continue;
+        };
+        if !record.members.iter().any(|m| gone.contains(m)) {
+            continue;
+        }
+        let Ok(users) = users_of(tx, &conversation, user) else {
+            continue;
+        };
+        for other in users.users {
+            effects.push(Effect::Notify {
+                user: other,
+                note: Notification::Mls {
+                    conversation: conversation.clone(),
+                    epoch: record.epoch,
+                },
+            });
+        }
+    }
+    Ok(effects)
+}
+
 /// Refuses a plaintext message into an encrypted conversation (a downgrade): once a conversation
 /// has an MLS record, its messages must be sealed.
 pub(super) fn refuse_plaintext(
@@ -666,7 +727,7 @@ impl Service {
         conversation: String,
     ) -> Result<Outcome, Refusal> {
         let me = self.logged_in(device).await?;
-        let (record, group_info) = self
+        let (record, group_info, retired) = self
             .blocking(move |s| {
                 s.read(|tx| {
                     users_of(tx, &conversation, &me)?;
@@ -674,7 +735,8 @@ impl Service {
                         .mls_conversation(&conversation)?
                         .ok_or_else(not_encrypted)?;
                     let group_info = tx.mls_group_info(&conversation)?.unwrap_or_default();
-                    Ok::<_, Refusal>((record, group_info))
+                    let retired = retired(tx, &record.members)?;
+                    Ok::<_, Refusal>((record, group_info, retired))
                 })
             })
             .await?;
@@ -684,6 +746,7 @@ impl Service {
                 epoch: record.epoch,
                 group_info,
                 members: record.members,
+                retired,
             },
             effects: Vec::new(),
         })
@@ -1272,6 +1335,7 @@ mod tests {
                 epoch: 2,
                 group_info: b"group info 2".to_vec(),
                 members: members.clone(),
+                retired: Vec::new(),
             }
         );
 

@@ -162,11 +162,18 @@ impl EventLoop {
         }
     }
 
-    /// A group's roster changed: if it is encrypted, membership follows.
+    /// A group's roster changed: if it is encrypted, membership follows (and a device that
+    /// did not know it is encrypted — just invited — finds out and joins).
     pub(super) fn e2e_group_changed(&mut self, group: &str) {
         let name = format!("group:{group}");
-        if self.mls.as_ref().is_some_and(|m| m.suite(&name).is_some()) {
-            self.mls_notified(name);
+        match &self.mls {
+            Some(m) if m.suite(&name).is_some() => self.mls_notified(name),
+            Some(_) => {
+                if let Some(me) = self.me() {
+                    self.e2e.push(Job::Probe(me, name));
+                }
+            }
+            None => {}
         }
     }
 

@@ -560,6 +560,7 @@ impl EventLoop {
         );
         let mut items = Vec::with_capacity(entries.len());
         let mut seq = seq;
+        let mut waiting = false;
         for entry in entries {
             if self.blocks_entry(&entry) {
                 continue;
@@ -572,12 +573,14 @@ impl EventLoop {
                 // Not readable before a catch-up: the page ends here, the rest comes again.
                 Some(Err(())) => {
                     seq = at - 1;
+                    waiting = true;
                     break;
                 }
                 None => {}
             }
         }
-        if seq <= self.mailbox.synced() {
+        // The first entry waits: nothing to store; asked again after a back-off.
+        if waiting && seq <= self.mailbox.synced() {
             self.mailbox.sync_failed(epoch, Instant::now());
             self.drive_mailbox();
             return;
