@@ -1804,33 +1804,29 @@ impl EventLoop {
                 .send_response(channel, reject(RejectReason::StorageFailed));
             return;
         }
-        let (message, encrypted, file_key) =
-            match self.open_incoming(&conversation, &peer, user.as_deref(), message) {
-                e2e::Opening::Clear(m) => (m, false, None),
-                e2e::Opening::Opened { message, file_key } => (message, true, file_key),
-                e2e::Opening::Undecryptable(m) => (m, true, None),
-                // The sender tries again; by then this device has caught up.
-                e2e::Opening::Later => {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .direct
-                        .send_response(channel, reject(RejectReason::StorageFailed));
-                    return;
-                }
-                e2e::Opening::Refused(detail) => {
-                    tracing::debug!("refusing a message from {peer}: {detail}");
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .direct
-                        .send_response(channel, reject(RejectReason::Invalid { detail }));
-                    return;
-                }
-            };
-        let mut record = incoming_record(conversation.clone(), &peer, user.clone(), &message);
-        record.encrypted = encrypted;
-        record.file_key = file_key;
+        let ready = match self.open_incoming(&conversation, &peer, user.as_deref(), message) {
+            Ok(ready) => ready,
+            // The sender tries again; by then this device has caught up.
+            Err(e2e::NotReady::Later) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(RejectReason::StorageFailed));
+                return;
+            }
+            Err(e2e::NotReady::Refused(detail)) => {
+                tracing::debug!("refusing a message from {peer}: {detail}");
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(RejectReason::Invalid { detail }));
+                return;
+            }
+        };
+        let record = ready.record(conversation.clone(), &peer, user.clone());
+        let (message, encrypted) = (ready.message, ready.encrypted);
         let store = self.store.clone();
         self.run_store_op(async move {
             let result = store.insert_message(record, None).await;

@@ -701,6 +701,32 @@ impl Inner {
             .stage_commit(&self.provider)
             .map_err(mls_err)?;
         let (commit, welcome, group_info) = bundle.into_messages();
+        let added = packages.iter().map(|(d, _)| d.clone()).collect();
+        self.pending(
+            conversation,
+            suite,
+            epoch,
+            (commit, welcome, group_info),
+            added,
+            removed.to_vec(),
+        )
+    }
+
+    /// A commit made here, kept as this device's pending one for `conversation` (to recognise
+    /// it if the bootstrap stored it but its answer was lost), in the form sent.
+    fn pending(
+        &mut self,
+        conversation: &str,
+        suite: Suite,
+        epoch: u64,
+        (commit, welcome, group_info): (
+            MlsMessageOut,
+            Option<MlsMessageOut>,
+            Option<MlsMessageOut>,
+        ),
+        added: Vec<MlsDevice>,
+        removed: Vec<MlsDevice>,
+    ) -> Result<Commit, MlsError> {
         let commit = encode(&commit)?;
         let mut key = PENDING_KEY.to_vec();
         key.extend_from_slice(conversation.as_bytes());
@@ -713,8 +739,8 @@ impl Inner {
             group_info: encode(
                 &group_info.ok_or_else(|| MlsError::Mls("no group info made".into()))?,
             )?,
-            added: packages.iter().map(|(d, _)| d.clone()).collect(),
-            removed: removed.to_vec(),
+            added,
+            removed,
         })
     }
 
@@ -754,26 +780,18 @@ impl Inner {
             .finalize(&self.provider)
             .map_err(mls_err)?;
         self.groups.insert(id, group);
-        let (commit, _, group_info) = bundle.into_messages();
-        let commit = encode(&commit)?;
-        let mut key = PENDING_KEY.to_vec();
-        key.extend_from_slice(conversation.as_bytes());
-        self.set_own(key, commit.clone())?;
         let me = MlsDevice {
             user: self.user.clone(),
             device: self.peer.to_bytes(),
         };
-        Ok(Commit {
+        self.pending(
+            conversation,
+            suite,
             epoch,
-            suite: suite.code(),
-            commit,
-            welcome: None,
-            group_info: encode(
-                &group_info.ok_or_else(|| MlsError::Mls("no group info made".into()))?,
-            )?,
-            added: vec![me],
-            removed: Vec::new(),
-        })
+            bundle.into_messages(),
+            vec![me],
+            Vec::new(),
+        )
     }
 
     fn confirm(&mut self, conversation: &str) -> Result<u64, MlsError> {

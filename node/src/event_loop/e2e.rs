@@ -26,22 +26,52 @@ const SYNC_AGAIN_AFTER: Duration = Duration::from_secs(2);
 /// undecryptable.
 const MAX_LATER: u8 = 3;
 
-/// What became of an incoming message.
-pub(super) enum Opening {
-    /// Plaintext, in a conversation that is not encrypted.
-    Clear(ChatMessage),
-    /// Decrypted: the message with its content in the clear, and its attachment's key.
-    Opened {
-        message: ChatMessage,
-        file_key: Option<Vec<u8>>,
-    },
-    /// Encrypted for this conversation but not readable on this device (sent before it joined,
-    /// or its key was used already): kept without content.
-    Undecryptable(ChatMessage),
+/// An incoming message ready to be stored: plaintext in a conversation that is not encrypted,
+/// decrypted (`encrypted`, with its attachment's key), or encrypted but not readable on this
+/// device (sent before it joined, or its key used already: `encrypted`, without content).
+pub(super) struct Ready {
+    pub message: ChatMessage,
+    pub encrypted: bool,
+    pub file_key: Option<Vec<u8>>,
+}
+
+/// Why an incoming message is not stored now.
+pub(super) enum NotReady {
     /// From an epoch this device has not reached: the driver catches up; it comes again.
     Later,
     /// Breaks a rule (plaintext in an encrypted conversation, a forged sender, a wrong suite).
     Refused(String),
+}
+
+fn refused(why: impl Into<String>) -> Result<Ready, NotReady> {
+    Err(NotReady::Refused(why.into()))
+}
+
+/// An encrypted message kept without its content.
+pub(super) fn undecryptable(message: &ChatMessage) -> Ready {
+    Ready {
+        message: ChatMessage {
+            sealed: None,
+            ..message.clone()
+        },
+        encrypted: true,
+        file_key: None,
+    }
+}
+
+impl Ready {
+    /// How it is stored, from `author` (a device of `user`) in `conversation`.
+    pub(super) fn record(
+        &self,
+        conversation: Conversation,
+        author: &PeerId,
+        user: Option<String>,
+    ) -> crate::store::StoredMessage {
+        let mut record = super::incoming_record(conversation, author, user, &self.message);
+        record.encrypted = self.encrypted;
+        record.file_key = self.file_key.clone();
+        record
+    }
 }
 
 impl EventLoop {
@@ -241,7 +271,7 @@ impl EventLoop {
         author: &PeerId,
         user: Option<&str>,
         message: ChatMessage,
-    ) -> Opening {
+    ) -> Result<Ready, NotReady> {
         let name = self.e2e_name(conversation);
         let Some(sealed) = message.sealed.as_deref() else {
             let encrypted = name
@@ -249,61 +279,59 @@ impl EventLoop {
                 .zip(self.mls.as_ref())
                 .is_some_and(|(n, m)| m.suite(n).is_some());
             return if encrypted {
-                Opening::Refused(format!(
+                refused(format!(
                     "plaintext in the end-to-end encrypted {conversation}"
                 ))
             } else {
-                Opening::Clear(message)
+                Ok(Ready {
+                    message,
+                    encrypted: false,
+                    file_key: None,
+                })
             };
         };
         let (Some(name), Some(mls), Some(user)) = (name, self.mls.clone(), user) else {
-            return Opening::Refused(
-                "an encrypted message outside an account's conversation".into(),
-            );
+            return refused("an encrypted message outside an account's conversation");
         };
         if let Some(suite) = mls.suite(&name)
             && suite.code() != sealed.suite
         {
-            return Opening::Refused(format!(
+            return refused(format!(
                 "a message in {:#06x}, the conversation is encrypted with {suite}",
                 sealed.suite
             ));
         }
-        let stripped = ChatMessage {
-            sealed: None,
-            ..message.clone()
-        };
         // MLS cannot decrypt one's own messages: this device keeps what it sent.
         if *author == self.local_peer {
-            return Opening::Undecryptable(stripped);
+            return Ok(undecryptable(&message));
         }
         let opened = match mls.decrypt(&name, &sealed.ciphertext) {
             Ok(opened) => opened,
             Err(MlsError::Behind { .. } | MlsError::NotMember(_)) => {
                 self.e2e_sync(&name);
-                return Opening::Later;
+                return Err(NotReady::Later);
             }
             Err(MlsError::Undecryptable(why)) => {
                 tracing::debug!(
                     "{} in {conversation} cannot be decrypted: {why}",
                     message.id
                 );
-                return Opening::Undecryptable(stripped);
+                return Ok(undecryptable(&message));
             }
-            Err(e) => return Opening::Refused(e.to_string()),
+            Err(e) => return refused(e.to_string()),
         };
         if opened.user != user || opened.peer != *author {
-            return Opening::Refused(format!(
+            return refused(format!(
                 "sealed by {} on {}, delivered as {user} on {author}",
                 opened.user, opened.peer
             ));
         }
         let content: SealedContent = match cbor4ii::serde::from_slice(&opened.plaintext) {
             Ok(c) => c,
-            Err(e) => return Opening::Refused(format!("undecodable content: {e:?}")),
+            Err(e) => return refused(format!("undecodable content: {e:?}")),
         };
         if content.id != message.id {
-            return Opening::Refused("the sealed id is not the message's".into());
+            return refused("the sealed id is not the message's");
         }
         let open = ChatMessage {
             id: message.id,
@@ -315,12 +343,13 @@ impl EventLoop {
             sealed: None,
         };
         if let Err(e) = open.validate() {
-            return Opening::Refused(e.to_string());
+            return refused(e.to_string());
         }
-        Opening::Opened {
+        Ok(Ready {
             message: open,
+            encrypted: true,
             file_key: content.file_key,
-        }
+        })
     }
 
     /// Messages of encrypted conversations still waiting for the bootstrap after a restart:

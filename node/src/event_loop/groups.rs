@@ -16,6 +16,7 @@
 //!   member; anything else on the topic is rejected, which also lowers the sender's gossipsub
 //!   score.
 
+use super::e2e::NotReady;
 use confab_protocol::bootstrap::ErrorCode;
 use confab_protocol::group::{Role, Roster, group_topic, is_group_id};
 
@@ -342,21 +343,16 @@ impl EventLoop {
         }
         let mine = self.session.as_ref().is_some_and(|s| s.user == user);
         let conversation = Conversation::Group(group);
-        let (message, encrypted, file_key) =
-            match self.open_incoming(&conversation, &author, Some(&user), message) {
-                super::e2e::Opening::Clear(m) => (m, false, None),
-                super::e2e::Opening::Opened { message, file_key } => (message, true, file_key),
-                super::e2e::Opening::Undecryptable(m) => (m, true, None),
-                // The mailbox brings it again once this device has caught up.
-                super::e2e::Opening::Later => return Ignore,
-                super::e2e::Opening::Refused(why) => {
-                    tracing::debug!("rejecting a message on {conversation}: {why}");
-                    return Reject;
-                }
-            };
-        let mut record = incoming_record(conversation, &author, Some(user), &message);
-        record.encrypted = encrypted;
-        record.file_key = file_key;
+        let ready = match self.open_incoming(&conversation, &author, Some(&user), message) {
+            Ok(ready) => ready,
+            // The mailbox brings it again once this device has caught up.
+            Err(NotReady::Later) => return Ignore,
+            Err(NotReady::Refused(why)) => {
+                tracing::debug!("rejecting a message on {conversation}: {why}");
+                return Reject;
+            }
+        };
+        let mut record = ready.record(conversation, &author, Some(user));
         if mine {
             // Written on another device of this account.
             record.outgoing = true;

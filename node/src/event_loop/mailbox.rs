@@ -13,6 +13,7 @@
 //!   conversation, queues a read receipt (durably, in the same transaction) that is deposited
 //!   like a message: into the authors' mailboxes and this account's own.
 
+use super::e2e::NotReady;
 use confab_protocol::ContentHash;
 use confab_protocol::bootstrap::{
     ErrorCode, HoldState, MailboxEntry, MailboxItem, OfflineSummary, ReceiptState,
@@ -616,25 +617,20 @@ impl EventLoop {
             return Some(Ok((entry, false, None)));
         };
         let id = message.id;
-        let message = message.clone();
-        let stripped = ChatMessage {
-            sealed: None,
-            ..message.clone()
+        let sealed = message.clone();
+        let ready = match self.open_incoming(&conversation, &device, Some(&entry.from_user), sealed)
+        {
+            Ok(ready) => ready,
+            Err(NotReady::Later) if self.wait_for_sync(id) => return Some(Err(())),
+            // Waited enough: kept without its content.
+            Err(NotReady::Later) => super::e2e::undecryptable(message),
+            Err(NotReady::Refused(why)) => {
+                tracing::warn!("skipping mailbox entry {}: {why}", entry.seq);
+                return None;
+            }
         };
-        let (message, encrypted, file_key) =
-            match self.open_incoming(&conversation, &device, Some(&entry.from_user), message) {
-                super::e2e::Opening::Clear(m) => (m, false, None),
-                super::e2e::Opening::Opened { message, file_key } => (message, true, file_key),
-                super::e2e::Opening::Undecryptable(m) => (m, true, None),
-                super::e2e::Opening::Later if self.wait_for_sync(id) => return Some(Err(())),
-                super::e2e::Opening::Later => (stripped, true, None),
-                super::e2e::Opening::Refused(why) => {
-                    tracing::warn!("skipping mailbox entry {}: {why}", entry.seq);
-                    return None;
-                }
-            };
-        entry.item = MailboxItem::Message(message);
-        Some(Ok((entry, encrypted, file_key)))
+        entry.item = MailboxItem::Message(ready.message);
+        Some(Ok((entry, ready.encrypted, ready.file_key)))
     }
 
     /// A page is stored (or not): show what is new, move on.
