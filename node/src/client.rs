@@ -303,6 +303,9 @@ pub(crate) enum Command {
         suite: confab_protocol::e2e::Suite,
         reply: Reply<Result<confab_protocol::e2e::Suite, crate::e2e::E2eError>>,
     },
+    /// The end-to-end encryption driver finished a catch-up of a conversation (its bootstrap
+    /// name) that started at the instant given.
+    E2eSynced(String, std::time::Instant),
     /// Answered once the end-to-end encryption work queued so far is done (after a login:
     /// key packages published, encrypted conversations joined).
     E2eReady(Reply<()>),

@@ -171,7 +171,12 @@ impl Worker {
     async fn run(&self, job: Job) -> bool {
         let result = match job {
             Job::Session(me) => self.session(&me).await,
-            Job::Sync(me, conversation) => self.sync_and_reconcile(&me, &conversation).await,
+            Job::Sync(me, conversation) => {
+                let started = std::time::Instant::now();
+                let result = self.sync_and_reconcile(&me, &conversation).await;
+                self.synced(conversation, started).await;
+                result
+            }
             Job::Probe(me, conversation) => self.probe(&me, &conversation).await,
             Job::Barrier(reply) => {
                 let _ = reply.send(());
@@ -196,6 +201,16 @@ impl Worker {
                 tracing::warn!("end-to-end encryption: {e}");
                 true
             }
+        }
+    }
+
+    /// Tells the event loop a catch-up of `conversation` is over (messages that waited for it
+    /// are tried again, or given up).
+    async fn synced(&self, conversation: String, started: std::time::Instant) {
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands
+                .send(Command::E2eSynced(conversation, started))
+                .await;
         }
     }
 
@@ -391,7 +406,6 @@ impl Worker {
         if !users.contains(&me.user) {
             return Ok(());
         }
-        let allowed = |u: &str| users.contains(u);
         for _ in 0..MAX_COMMIT_PAGES {
             let Some(epoch) = me
                 .mls
@@ -416,6 +430,16 @@ impl Worker {
                 Err(e) => return Err(e),
             };
             for commit in &commits {
+                // Accounts in the conversation now, and those in the group when the commit was
+                // made (a commit of a user who left since was theirs to make).
+                let members: BTreeSet<String> = me
+                    .mls
+                    .members(conversation)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| d.user)
+                    .collect();
+                let allowed = |u: &str| users.contains(u) || members.contains(u);
                 match me.mls.apply_commit(conversation, commit, &allowed) {
                     Ok(applied) if applied.removed_self => {
                         tracing::info!("this device was removed from the encrypted {conversation}");
@@ -427,7 +451,14 @@ impl Worker {
                             "a commit to {conversation} breaks the rules: {why}"
                         )));
                     }
-                    Err(e) => return Err(e.into()),
+                    // This device's state no longer fits the bootstrap's (a commit of its own
+                    // whose answer was lost and that another replaced, damaged state): it joins
+                    // again from the latest GroupInfo, replacing its old leaf.
+                    Err(e) => {
+                        tracing::warn!("{conversation}: {e}; joining it again");
+                        me.mls.forget(conversation)?;
+                        return self.join(me, conversation).await;
+                    }
                 }
             }
             self.announce(me, conversation);
@@ -441,7 +472,16 @@ impl Worker {
     /// Joins an encrypted conversation by an external commit.
     async fn join(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let BootstrapResponse::MlsGroupInfo { group_info, .. } = self
+            // Another device may have added this one meanwhile: its Welcome comes first.
+            self.welcomes(me).await?;
+            if me.mls.is_member(conversation) {
+                return Ok(());
+            }
+            let BootstrapResponse::MlsGroupInfo {
+                group_info,
+                members,
+                ..
+            } = self
                 .call(BootstrapRequest::MlsGroupInfo {
                     conversation: conversation.to_owned(),
                 })
@@ -451,7 +491,10 @@ impl Worker {
                     "an unexpected answer to MlsGroupInfo".into(),
                 ));
             };
-            let commit = me.mls.join_external(conversation, &group_info)?;
+            let was_member = members.contains(&me.device());
+            let commit = me
+                .mls
+                .join_external(conversation, &group_info, was_member)?;
             if let Submitted::Won(epoch) = self.submit(me, conversation, commit, true).await? {
                 tracing::info!("joined the encrypted {conversation} at epoch {epoch}");
                 self.announce(me, conversation);

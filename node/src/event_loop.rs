@@ -479,7 +479,8 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
     // Those of encrypted conversations are sealed again once the MLS state is open.
     let mut reseal = Vec::new();
     for (to, record) in store.mailbox_outbox().await? {
-        if record.encrypted {
+        // Also those that went in clear: their conversation may be encrypted since.
+        if record.encrypted || session.is_some() {
             reseal.push((to, record));
             continue;
         }
@@ -545,6 +546,7 @@ pub(crate) async fn start(config: Config) -> Result<Client, StartError> {
         e2e: crate::e2e::Driver::spawn(command_tx.downgrade(), event_tx.clone()),
         e2e_syncing: HashMap::new(),
         e2e_later: HashMap::new(),
+        e2e_synced: HashMap::new(),
         sealed_files: HashMap::new(),
         mailbox,
         calls: HashMap::new(),
@@ -735,8 +737,10 @@ struct EventLoop {
     /// The files (root, size) of sealed messages waiting to be deposited: the bootstrap is
     /// asked to hold them first, as for plaintext ones.
     sealed_files: HashMap<MessageId, (confab_protocol::ContentHash, u64)>,
-    /// Mailbox entries that could not be decrypted yet, with how many times.
-    e2e_later: HashMap<MessageId, u8>,
+    /// Mailbox entries that could not be decrypted yet, and since when.
+    e2e_later: HashMap<MessageId, Instant>,
+    /// When the latest finished catch-up of each conversation (bootstrap name) started.
+    e2e_synced: HashMap<String, Instant>,
     /// Deposits waiting for the bootstrap, and the mailbox sync.
     mailbox: Mailbox,
     /// Requests to bootstraps on the wire.
@@ -897,6 +901,10 @@ impl EventLoop {
             // `run` handles shutdown before dispatching here.
             Command::Encrypt { to, suite, reply } => self.handle_encrypt(to, suite, reply),
             Command::E2eReady(reply) => self.e2e.push(crate::e2e::Job::Barrier(reply)),
+            Command::E2eSynced(conversation, started) => {
+                let at = self.e2e_synced.entry(conversation).or_insert(started);
+                *at = (*at).max(started);
+            }
             Command::Encryption { to, reply } => {
                 let _ = reply.send(self.encryption_of(&to));
             }
@@ -1017,6 +1025,14 @@ impl EventLoop {
                 return;
             }
         };
+        // Imported in clear, and the conversation became encrypted meanwhile: its bytes must
+        // not go out.
+        if wire.is_some() && message.attachment.is_some() && file_key.is_none() {
+            let _ = reply.send(Err(SendError::Encryption(format!(
+                "{to} became end-to-end encrypted while the file was prepared; send it again"
+            ))));
+            return;
+        }
         let record = StoredMessage {
             id: message.id,
             conversation: to.to_string(),
@@ -1805,6 +1821,16 @@ impl EventLoop {
             return;
         }
         let ready = match self.open_incoming(&conversation, &peer, user.as_deref(), message) {
+            // Not readable here (or read already): the mailbox copy decides what is kept.
+            Ok(ready) if ready.undecrypted() => {
+                let detail = "cannot be decrypted on this device".to_owned();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, reject(RejectReason::Invalid { detail }));
+                return;
+            }
             Ok(ready) => ready,
             // The sender tries again; by then this device has caught up.
             Err(e2e::NotReady::Later) => {

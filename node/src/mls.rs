@@ -303,10 +303,16 @@ impl Mls {
         inner.finish(result)
     }
 
-    /// Joins `conversation` by an external commit from its latest GroupInfo.
-    pub fn join_external(&self, conversation: &str, group_info: &[u8]) -> Result<Commit, MlsError> {
+    /// Joins `conversation` by an external commit from its latest GroupInfo; `was_member`: the
+    /// bootstrap still lists this device (its old leaf is replaced).
+    pub fn join_external(
+        &self,
+        conversation: &str,
+        group_info: &[u8],
+        was_member: bool,
+    ) -> Result<Commit, MlsError> {
         let mut inner = self.lock();
-        let result = inner.join_external(conversation, group_info);
+        let result = inner.join_external(conversation, group_info, was_member);
         inner.finish(result)
     }
 
@@ -322,6 +328,14 @@ impl Mls {
     pub fn discard(&self, conversation: &str) -> Result<(), MlsError> {
         let mut inner = self.lock();
         let result = inner.discard(conversation);
+        inner.finish(result)
+    }
+
+    /// Drops this device's group of `conversation` (its state no longer matches the
+    /// bootstrap's: it joins again by an external commit, which replaces its old leaf).
+    pub fn forget(&self, conversation: &str) -> Result<(), MlsError> {
+        let mut inner = self.lock();
+        let result = inner.forget(conversation);
         inner.finish(result)
     }
 
@@ -744,7 +758,12 @@ impl Inner {
         })
     }
 
-    fn join_external(&mut self, conversation: &str, group_info: &[u8]) -> Result<Commit, MlsError> {
+    fn join_external(
+        &mut self,
+        conversation: &str,
+        group_info: &[u8],
+        was_member: bool,
+    ) -> Result<Commit, MlsError> {
         let id = mls_group_id(conversation);
         let MlsMessageBodyIn::GroupInfo(info) = parse(group_info)?.extract() else {
             return Err(MlsError::Malformed("not a group info".into()));
@@ -779,18 +798,22 @@ impl Inner {
             .map_err(mls_err)?
             .finalize(&self.provider)
             .map_err(mls_err)?;
-        self.groups.insert(id, group);
         let me = MlsDevice {
             user: self.user.clone(),
             device: self.peer.to_bytes(),
         };
+        // An old leaf of this device (the bootstrap lists it as a member) is removed by the same
+        // commit: openmls proposes that removal when the leaf has this device's signing key.
+        let stale = was_member;
+        self.groups.insert(id, group);
+        let removed = if stale { vec![me.clone()] } else { Vec::new() };
         self.pending(
             conversation,
             suite,
             epoch,
             bundle.into_messages(),
             vec![me],
-            Vec::new(),
+            removed,
         )
     }
 
@@ -810,6 +833,20 @@ impl Inner {
             self.set_own(key, suite.code().to_be_bytes().to_vec())?;
         }
         Ok(epoch)
+    }
+
+    fn forget(&mut self, conversation: &str) -> Result<(), MlsError> {
+        let mut key = PENDING_KEY.to_vec();
+        key.extend_from_slice(conversation.as_bytes());
+        self.remove_own(&key)?;
+        if self.group(conversation).is_ok() {
+            let mut group = self
+                .groups
+                .remove(&mls_group_id(conversation))
+                .expect("loaded above");
+            group.delete(&self.provider.storage).map_err(mls_err)?;
+        }
+        Ok(())
     }
 
     fn discard(&mut self, conversation: &str) -> Result<(), MlsError> {
@@ -1270,7 +1307,10 @@ mod tests {
         b.mls.apply_commit(CONV, &commit.commit, &anyone).unwrap();
         // Bob's second device joins from the latest group info.
         let b2 = Device::new("bob");
-        let join = b2.mls.join_external(CONV, &commit.group_info).unwrap();
+        let join = b2
+            .mls
+            .join_external(CONV, &commit.group_info, false)
+            .unwrap();
         assert_eq!(join.epoch, 2);
         b2.mls.confirm(CONV).unwrap();
         a.mls.apply_commit(CONV, &join.commit, &anyone).unwrap();
@@ -1297,6 +1337,31 @@ mod tests {
                 local: 3
             })
         ));
+    }
+
+    #[test]
+    fn a_device_that_lost_its_group_joins_again_in_place_of_its_old_leaf() {
+        let suite = Suite::DEFAULT;
+        let a = Device::new("alice");
+        let b = Device::new("bob");
+        started(suite, &a, &[&b]);
+        let commit = a.mls.commit(CONV, &[], &[]).unwrap();
+        a.mls.confirm(CONV).unwrap();
+        // Bob's device misses the commit and drops its group (its state no longer fits).
+        b.mls.forget(CONV).unwrap();
+        assert!(!b.mls.is_member(CONV));
+        let rejoin = b.mls.join_external(CONV, &commit.group_info, true).unwrap();
+        assert_eq!(rejoin.added, vec![b.id()]);
+        assert_eq!(
+            rejoin.removed,
+            vec![b.id()],
+            "the old leaf goes with the same commit"
+        );
+        b.mls.confirm(CONV).unwrap();
+        a.mls.apply_commit(CONV, &rejoin.commit, &anyone).unwrap();
+        assert_eq!(a.mls.members(CONV).unwrap().len(), 2);
+        roundtrip(&a, &[&b], "in place again");
+        roundtrip(&b, &[&a], "and back");
     }
 
     #[test]

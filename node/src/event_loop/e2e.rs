@@ -22,9 +22,8 @@ use crate::mls::{Mls, MlsError};
 
 /// A conversation's MLS state is asked to catch up at most this often because of messages.
 const SYNC_AGAIN_AFTER: Duration = Duration::from_secs(2);
-/// A mailbox entry that still cannot be decrypted after this many catch-ups is kept as
-/// undecryptable.
-const MAX_LATER: u8 = 3;
+/// A mailbox entry waits at most this long for a catch-up of its conversation.
+const MAX_LATER: Duration = Duration::from_secs(600);
 
 /// An incoming message ready to be stored: plaintext in a conversation that is not encrypted,
 /// decrypted (`encrypted`, with its attachment's key), or encrypted but not readable on this
@@ -33,6 +32,13 @@ pub(super) struct Ready {
     pub message: ChatMessage,
     pub encrypted: bool,
     pub file_key: Option<Vec<u8>>,
+}
+
+impl Ready {
+    /// Encrypted, but with no content here.
+    pub(super) fn undecrypted(&self) -> bool {
+        self.encrypted && self.message.text.is_none() && self.message.attachment.is_none()
+    }
 }
 
 /// Why an incoming message is not stored now.
@@ -352,9 +358,10 @@ impl EventLoop {
         })
     }
 
-    /// Messages of encrypted conversations still waiting for the bootstrap after a restart:
-    /// sealed again (a fresh encryption of the same message) and queued. One that cannot be
-    /// sealed now stays in the outbox for the next start; none is ever sent in clear.
+    /// Messages to users and groups still waiting for the bootstrap after a restart, queued
+    /// again: those of encrypted conversations (also those written before the conversation
+    /// became encrypted) sealed afresh. One that cannot be sealed now stays in the outbox for the
+    /// next start; none goes in clear into an encrypted conversation.
     pub(super) fn reseal_outbox(&mut self, records: Vec<(String, crate::store::StoredMessage)>) {
         let now = Instant::now();
         for (to, record) in records {
@@ -375,21 +382,44 @@ impl EventLoop {
                 sealed: None,
             };
             match self.seal(&conversation, &message, record.file_key.clone()) {
+                // A file prepared in clear, and the conversation is encrypted now.
+                Ok(Some(_)) if record.attachment.is_some() && record.file_key.is_none() => {
+                    tracing::warn!(
+                        "{} carries a file in clear into {conversation}: not sent",
+                        record.id
+                    )
+                }
                 Ok(Some(wire)) => self.mailbox.add_deposit(author, to, wire, now),
-                Ok(None) => {
+                Ok(None) if record.encrypted => {
                     tracing::warn!("{} was sent encrypted; not sending it in clear", record.id)
                 }
+                Ok(None) if message.validate().is_ok() => {
+                    self.mailbox.add_deposit(author, to, message, now)
+                }
+                Ok(None) => tracing::warn!("skipping outbox entry {}: nothing to send", record.id),
                 Err(e) => tracing::warn!("{} waits for the next start: {e}", record.id),
             }
         }
     }
 
-    /// For the mailbox: an entry that has to wait for a catch-up, unless it waited enough
-    /// times already (then it is kept as undecryptable: `false`).
-    pub(super) fn wait_for_sync(&mut self, id: confab_protocol::MessageId) -> bool {
-        let tries = self.e2e_later.entry(id).or_insert(0);
-        *tries += 1;
-        if *tries > MAX_LATER {
+    /// For the mailbox: whether an entry of `conversation` that cannot be opened yet waits
+    /// (for a catch-up of the conversation that starts after it first waited), or is given up
+    /// (`false`: such a catch-up finished and it still cannot be opened, or it waited
+    /// [`MAX_LATER`]).
+    pub(super) fn wait_for_sync(
+        &mut self,
+        id: confab_protocol::MessageId,
+        conversation: &Conversation,
+    ) -> bool {
+        let now = Instant::now();
+        self.e2e_later
+            .retain(|_, since| now.duration_since(*since) < MAX_LATER);
+        let since = *self.e2e_later.entry(id).or_insert(now);
+        let synced_since = self
+            .e2e_name(conversation)
+            .and_then(|name| self.e2e_synced.get(&name))
+            .is_some_and(|at| *at > since);
+        if synced_since || now.duration_since(since) >= MAX_LATER {
             self.e2e_later.remove(&id);
             return false;
         }

@@ -344,6 +344,8 @@ impl EventLoop {
         let mine = self.session.as_ref().is_some_and(|s| s.user == user);
         let conversation = Conversation::Group(group);
         let ready = match self.open_incoming(&conversation, &author, Some(&user), message) {
+            // Not readable here (or read already): the mailbox copy decides what is kept.
+            Ok(ready) if ready.undecrypted() => return Ignore,
             Ok(ready) => ready,
             // The mailbox brings it again once this device has caught up.
             Err(NotReady::Later) => return Ignore,

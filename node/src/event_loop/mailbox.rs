@@ -621,9 +621,21 @@ impl EventLoop {
         let ready = match self.open_incoming(&conversation, &device, Some(&entry.from_user), sealed)
         {
             Ok(ready) => ready,
-            Err(NotReady::Later) if self.wait_for_sync(id) => return Some(Err(())),
-            // Waited enough: kept without its content.
-            Err(NotReady::Later) => super::e2e::undecryptable(message),
+            Err(NotReady::Later) if self.wait_for_sync(id, &conversation) => {
+                return Some(Err(()));
+            }
+            // Waited for a catch-up: kept without its content if the conversation is encrypted,
+            // refused if it is not (sealed junk).
+            Err(NotReady::Later) if self.is_encrypted(&conversation) => {
+                super::e2e::undecryptable(message)
+            }
+            Err(NotReady::Later) => {
+                tracing::warn!(
+                    "skipping mailbox entry {}: sealed, in a conversation that is not encrypted",
+                    entry.seq
+                );
+                return None;
+            }
             Err(NotReady::Refused(why)) => {
                 tracing::warn!("skipping mailbox entry {}: {why}", entry.seq);
                 return None;
