@@ -257,11 +257,14 @@ impl Worker {
     }
 
     /// Joins `conversation` if it turns out to be encrypted.
+    /// An owner or admin adds the devices of an invited user with their key packages (a
+    /// Welcome follows); the device joins by itself only later, if that did not happen (at its
+    /// next login, or the conversation's next change), so that the two do not race.
     async fn probe(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
         match self.existing_suite(conversation).await? {
             Some(suite) => {
                 me.mls.mark_encrypted(conversation, suite)?;
-                self.sync_and_reconcile(me, conversation).await
+                self.welcomes(me).await
             }
             None => Ok(()),
         }

@@ -35,6 +35,9 @@ const IDENTITY_KEY: &[u8] = b"confab/identity";
 const SIGNER_KEY: &[u8] = b"confab/signer/";
 const PENDING_KEY: &[u8] = b"confab/pending/";
 const ENCRYPTED_KEY: &[u8] = b"confab/encrypted/";
+/// Conversations joined by an external commit the bootstrap has not stored yet: such a group
+/// stands only through that commit (openmls keeps it outside `pending_commit`).
+const JOINING_KEY: &[u8] = b"confab/joining/";
 
 /// Earlier epochs whose keys are kept, for messages that were sent just before a commit.
 const MAX_PAST_EPOCHS: usize = 16;
@@ -805,6 +808,9 @@ impl Inner {
         // An old leaf of this device (the bootstrap lists it as a member) is removed by the same
         // commit: openmls proposes that removal when the leaf has this device's signing key.
         let stale = was_member;
+        let mut joining = JOINING_KEY.to_vec();
+        joining.extend_from_slice(conversation.as_bytes());
+        self.set_own(joining, Vec::new())?;
         self.groups.insert(id, group);
         let removed = if stale { vec![me.clone()] } else { Vec::new() };
         self.pending(
@@ -818,6 +824,9 @@ impl Inner {
     }
 
     fn confirm(&mut self, conversation: &str) -> Result<u64, MlsError> {
+        let mut joining = JOINING_KEY.to_vec();
+        joining.extend_from_slice(conversation.as_bytes());
+        self.remove_own(&joining)?;
         let group = group_in(&mut self.groups, &self.provider, conversation)?;
         group
             .merge_pending_commit(&self.provider)
@@ -839,6 +848,9 @@ impl Inner {
         let mut key = PENDING_KEY.to_vec();
         key.extend_from_slice(conversation.as_bytes());
         self.remove_own(&key)?;
+        let mut joining = JOINING_KEY.to_vec();
+        joining.extend_from_slice(conversation.as_bytes());
+        self.remove_own(&joining)?;
         if self.group(conversation).is_ok() {
             let mut group = self
                 .groups
@@ -858,17 +870,22 @@ impl Inner {
             user: self.user.clone(),
             device: self.peer.to_bytes(),
         };
+        let mut joining = JOINING_KEY.to_vec();
+        joining.extend_from_slice(conversation.as_bytes());
+        let was_joining = self.get_own(&joining).is_some();
         let Ok(group) = group_in(&mut self.groups, &self.provider, conversation) else {
             return Ok(());
         };
         // A group that exists only through its pending commit (a start at epoch 0, an
         // external join) cannot stand without it.
-        let own_only = group.epoch().as_u64() == 0
+        let own_only = was_joining
+            || group.epoch().as_u64() == 0
             || !group.is_active()
             || !group
                 .members()
                 .any(|m| device_of(&m.credential).as_ref() == Some(&me));
         if own_only {
+            self.remove_own(&joining)?;
             let mut group = self.groups.remove(&id).expect("loaded");
             group.delete(&self.provider.storage).map_err(mls_err)?;
         } else if group.pending_commit().is_some() {
@@ -954,6 +971,28 @@ impl Inner {
                 message: epoch,
                 local,
             });
+        }
+        let mut joining = JOINING_KEY.to_vec();
+        joining.extend_from_slice(conversation.as_bytes());
+        let joining_now = self.get_own(&joining).is_some();
+        let group = group_in(&mut self.groups, &self.provider, conversation)?;
+        if joining_now {
+            if own_pending.as_deref() == Some(bytes) {
+                // Our external join, stored though its answer never came.
+                group
+                    .merge_pending_commit(&self.provider)
+                    .map_err(mls_err)?;
+                let epoch = group.epoch().as_u64();
+                self.remove_own(&pending_key)?;
+                self.remove_own(&joining)?;
+                return Ok(Applied {
+                    epoch,
+                    removed_self: false,
+                });
+            }
+            // Another commit took that epoch: the join is void, and so is this group.
+            self.forget(conversation)?;
+            return Err(MlsError::NotMember(conversation.to_owned()));
         }
         // Our own commit, stored by the bootstrap though its answer never came.
         if group.pending_commit().is_some() && own_pending.as_deref() == Some(bytes) {
