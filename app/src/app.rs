@@ -78,6 +78,9 @@ pub struct View {
     pub viewing: Option<(MessageId, egui::TextureHandle)>,
     /// The profile editor is open.
     pub editing_profile: bool,
+    /// The profile editor's fields were edited since it opened: a profile read arriving late
+    /// does not overwrite them.
+    pub profile_edited: bool,
     /// Profile editor: display name.
     pub nickname: String,
     /// Profile editor: status line.
@@ -714,6 +717,7 @@ impl Running {
     /// Opens the profile editor with this account's profile.
     pub fn edit_profile(&mut self) {
         self.view.editing_profile = true;
+        self.view.profile_edited = false;
         if let Some(user) = self.model.user.clone() {
             self.bridge.run(move |c| async move {
                 Outcome::Profile(c.profile_get(&user).await.map_err(text))

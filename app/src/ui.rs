@@ -208,9 +208,11 @@ fn profile_editor(ui: &mut egui::Ui, app: &mut Running) {
         return;
     }
     if let Some(p) = app.model.profile.take() {
-        // Freshly read: fill the fields once.
-        app.view.nickname = p.nickname.clone();
-        app.view.signature = p.signature.clone();
+        // Freshly read: fill the fields once, unless the user has started typing.
+        if !app.view.profile_edited {
+            app.view.nickname = p.nickname.clone();
+            app.view.signature = p.signature.clone();
+        }
         app.model.profile = None;
     }
     let mut open = true;
@@ -220,11 +222,17 @@ fn profile_editor(ui: &mut egui::Ui, app: &mut Running) {
         .collapsible(false)
         .show(ui.ctx(), |ui| {
             let label = ui.label("Display name");
-            ui.text_edit_singleline(&mut app.view.nickname)
-                .labelled_by(label.id);
+            let edited = ui
+                .text_edit_singleline(&mut app.view.nickname)
+                .labelled_by(label.id)
+                .changed();
+            app.view.profile_edited |= edited;
             let label = ui.label("Status line");
-            ui.text_edit_singleline(&mut app.view.signature)
-                .labelled_by(label.id);
+            let edited = ui
+                .text_edit_singleline(&mut app.view.signature)
+                .labelled_by(label.id)
+                .changed();
+            app.view.profile_edited |= edited;
             let label = ui.label("Avatar picture (a file path; empty keeps it)");
             ui.text_edit_singleline(&mut app.view.avatar)
                 .labelled_by(label.id);
