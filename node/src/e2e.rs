@@ -405,10 +405,27 @@ impl Worker {
 
     /// Applies the commits this device missed (joining first if it is not a member).
     async fn catch_up(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
-        let users = self.users_of(me, conversation).await?;
+        let roles = self.roles_of(me, conversation).await?;
+        let users: BTreeSet<String> = roles.keys().cloned().collect();
         if !users.contains(&me.user) {
             return Ok(());
         }
+        // Who may remove whom: a device of a user who left, or a logged-out one, anybody; others
+        // only the group's owner and admins (and every account its own devices).
+        let retired = match self
+            .ask(BootstrapRequest::MlsGroupInfo {
+                conversation: conversation.to_owned(),
+            })
+            .await?
+        {
+            Ok(BootstrapResponse::MlsGroupInfo { retired, .. }) => retired,
+            _ => Vec::new(),
+        };
+        let may_remove = |committer: &MlsDevice, removed: &MlsDevice| {
+            !users.contains(&removed.user)
+                || retired.contains(removed)
+                || matches!(roles.get(&committer.user), Some(Role::Owner | Role::Admin))
+        };
         for _ in 0..MAX_COMMIT_PAGES {
             let Some(epoch) = me
                 .mls
@@ -443,7 +460,10 @@ impl Worker {
                     .map(|d| d.user)
                     .collect();
                 let allowed = |u: &str| users.contains(u) || members.contains(u);
-                match me.mls.apply_commit(conversation, commit, &allowed) {
+                match me
+                    .mls
+                    .apply_commit_checked(conversation, commit, &allowed, &may_remove)
+                {
                     Ok(applied) if applied.removed_self => {
                         tracing::info!("this device was removed from the encrypted {conversation}");
                         return Ok(());

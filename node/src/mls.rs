@@ -362,8 +362,21 @@ impl Mls {
         commit: &[u8],
         allowed: &dyn Fn(&str) -> bool,
     ) -> Result<Applied, MlsError> {
+        self.apply_commit_checked(conversation, commit, allowed, &|_, _| true)
+    }
+
+    /// [`Mls::apply_commit`], where `may_remove(committer, removed)` also says whether the
+    /// committing device may remove each device the commit removes (a device may always remove
+    /// its own account's devices and its own old leaf).
+    pub fn apply_commit_checked(
+        &self,
+        conversation: &str,
+        commit: &[u8],
+        allowed: &dyn Fn(&str) -> bool,
+        may_remove: &dyn Fn(&MlsDevice, &MlsDevice) -> bool,
+    ) -> Result<Applied, MlsError> {
         let mut inner = self.lock();
-        let result = inner.apply_commit(conversation, commit, allowed);
+        let result = inner.apply_commit(conversation, commit, allowed, may_remove);
         inner.finish(result)
     }
 
@@ -950,6 +963,7 @@ impl Inner {
         conversation: &str,
         bytes: &[u8],
         allowed: &dyn Fn(&str) -> bool,
+        may_remove: &dyn Fn(&MlsDevice, &MlsDevice) -> bool,
     ) -> Result<Applied, MlsError> {
         let message = parse(bytes)?
             .try_into_protocol_message()
@@ -1032,6 +1046,25 @@ impl Inner {
                 return Err(MlsError::Refused(
                     "a commit by an unknown credential".into(),
                 ));
+            }
+        }
+        if let Some(committer) = &sender {
+            for remove in staged.remove_proposals() {
+                let removed = group
+                    .member(remove.remove_proposal().removed())
+                    .and_then(device_of);
+                match removed {
+                    Some(r) if r.user == committer.user || may_remove(committer, &r) => {}
+                    Some(r) => {
+                        return Err(MlsError::Refused(format!(
+                            "{} may not remove a device of {}",
+                            committer.user, r.user
+                        )));
+                    }
+                    None => {
+                        return Err(MlsError::Refused("a commit removes an unknown leaf".into()));
+                    }
+                }
             }
         }
         for add in staged.add_proposals() {
@@ -1401,6 +1434,32 @@ mod tests {
         assert_eq!(a.mls.members(CONV).unwrap().len(), 2);
         roundtrip(&a, &[&b], "in place again");
         roundtrip(&b, &[&a], "and back");
+    }
+
+    #[test]
+    fn a_member_may_not_remove_another_members_device_unless_the_rules_say_so() {
+        let suite = Suite::DEFAULT;
+        let a = Device::new("alice");
+        let b = Device::new("bob");
+        let c = Device::new("carol");
+        started(suite, &a, &[&b, &c]);
+        // Bob (no admin) removes carol's device; carol is still in the conversation.
+        let kick = b.mls.commit(CONV, &[], &[c.id()]).unwrap();
+        let admins_only = |committer: &MlsDevice, _: &MlsDevice| committer.user == "alice";
+        assert!(matches!(
+            a.mls
+                .apply_commit_checked(CONV, &kick.commit, &anyone, &admins_only),
+            Err(MlsError::Refused(_))
+        ));
+        assert_eq!(a.mls.epoch(CONV), Some(1), "not merged");
+        // The same from alice (an admin) goes through.
+        b.mls.discard(CONV).unwrap();
+        let removal = a.mls.commit(CONV, &[], &[c.id()]).unwrap();
+        a.mls.confirm(CONV).unwrap();
+        b.mls
+            .apply_commit_checked(CONV, &removal.commit, &anyone, &admins_only)
+            .unwrap();
+        roundtrip(&a, &[&b], "without carol");
     }
 
     #[test]
