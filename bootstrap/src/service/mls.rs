@@ -327,15 +327,23 @@ pub(super) fn departure_effects(
 }
 
 /// Refuses a plaintext message into an encrypted conversation (a downgrade): once a conversation
-/// has an MLS record, its messages must be sealed.
+/// has an MLS record, its messages must be sealed; and a sealed one into a conversation without
+/// one.
 pub(super) fn refuse_plaintext(
     tx: &Tx,
     conversation: &str,
     message: &ChatMessage,
 ) -> Result<(), Refusal> {
-    if message.sealed.is_none() && tx.is_mls_conversation(conversation)? {
+    let encrypted = tx.is_mls_conversation(conversation)?;
+    if message.sealed.is_none() && encrypted {
         return Err(invalid(
             "this conversation is end-to-end encrypted; plaintext is refused",
+        ));
+    }
+    // Nobody could read it: junk that would only make receivers wait for a catch-up.
+    if message.sealed.is_some() && !encrypted {
+        return Err(invalid(
+            "this conversation is not end-to-end encrypted; an encrypted message is refused",
         ));
     }
     Ok(())
@@ -1702,6 +1710,9 @@ mod tests {
         assert!(deposited(
             &s.handle(a1, None, deposit("ann", plain("ann"))).await
         ));
+        // And a sealed message where nothing is encrypted is junk nobody could read.
+        let out = s.handle(a1, None, deposit("cal", sealed("ann"))).await;
+        assert_eq!(code(&out), Some(E::Invalid), "{out:?}");
 
         let g = group_of(
             &s.handle(a1, None, create_group("team", &["ben", "cal"]))
@@ -1712,6 +1723,8 @@ mod tests {
             message,
         };
         assert!(deposited(&s.handle(c1, None, post(plain("cal"))).await));
+        let out = s.handle(c1, None, post(sealed("cal"))).await;
+        assert_eq!(code(&out), Some(E::Invalid), "{out:?}");
         committed(
             &s.handle(
                 a1,
