@@ -1764,13 +1764,27 @@ impl EventLoop {
         }
     }
 
+    /// Answers a direct request with a refusal (of message `id`, when known).
+    fn refuse_direct(
+        &mut self,
+        channel: ResponseChannel<DirectResponse>,
+        id: Option<MessageId>,
+        reason: RejectReason,
+    ) {
+        let response = DirectResponse::Rejected { id, reason };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_response(channel, response);
+    }
+
     fn handle_direct_request(
         &mut self,
         peer: PeerId,
         request: DirectRequest,
         channel: ResponseChannel<DirectResponse>,
     ) {
-        let reject = |reason| DirectResponse::Rejected { id: None, reason };
         let (message, conversation, user) = match request {
             DirectRequest::Chat(message) => {
                 let user = self.certified_user(&peer, &message);
@@ -1781,74 +1795,36 @@ impl EventLoop {
                 Ok(author) => (message, Conversation::User(author.clone()), Some(author)),
                 Err(detail) => {
                     tracing::debug!("refusing {} from {peer}: {detail}", message.id);
-                    let response = DirectResponse::Rejected {
-                        id: Some(message.id),
-                        reason: RejectReason::Invalid { detail },
-                    };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .direct
-                        .send_response(channel, response);
-                    return;
+                    let reason = RejectReason::Invalid { detail };
+                    return self.refuse_direct(channel, Some(message.id), reason);
                 }
             },
             _ => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(RejectReason::Unsupported));
-                return;
+                return self.refuse_direct(channel, None, RejectReason::Unsupported);
             }
         };
         if self.blocks(&conversation, user.as_deref()) {
             tracing::debug!("refusing {} from {peer}: blocked", message.id);
             let detail = "the receiver does not accept messages from this sender".to_owned();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .direct
-                .send_response(channel, reject(RejectReason::Invalid { detail }));
-            return;
+            return self.refuse_direct(channel, None, RejectReason::Invalid { detail });
         }
         if self.store_ops.len() >= MAX_PENDING_STORE_OPS {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .direct
-                .send_response(channel, reject(RejectReason::StorageFailed));
-            return;
+            return self.refuse_direct(channel, None, RejectReason::StorageFailed);
         }
         let ready = match self.open_incoming(&conversation, &peer, user.as_deref(), message) {
             // Not readable here (or read already): the mailbox copy decides what is kept.
             Ok(ready) if ready.undecrypted() => {
                 let detail = "cannot be decrypted on this device".to_owned();
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(RejectReason::Invalid { detail }));
-                return;
+                return self.refuse_direct(channel, None, RejectReason::Invalid { detail });
             }
             Ok(ready) => ready,
             // The sender tries again; by then this device has caught up.
             Err(e2e::NotReady::Later) => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(RejectReason::StorageFailed));
-                return;
+                return self.refuse_direct(channel, None, RejectReason::StorageFailed);
             }
             Err(e2e::NotReady::Refused(detail)) => {
                 tracing::debug!("refusing a message from {peer}: {detail}");
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, reject(RejectReason::Invalid { detail }));
-                return;
+                return self.refuse_direct(channel, None, RejectReason::Invalid { detail });
             }
         };
         let record = ready.record(conversation.clone(), &peer, user.clone());

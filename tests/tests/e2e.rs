@@ -116,10 +116,8 @@ async fn an_encrypted_dm_to_an_offline_user_is_only_ciphertext_at_the_bootstrap(
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // Bob registers (his device publishes its key packages), becomes alice's friend (key
     // packages are handed to friends and fellow group members), and goes away.
-    let (alice, mut alice_events) = node(dirs[0].path(), "alice", &server.addr).await;
-    alice.register("alice", PASSWORD).await.unwrap();
-    let (bob, _) = node(dirs[1].path(), "bob", &server.addr).await;
-    bob.register("bob", PASSWORD).await.unwrap();
+    let (alice, mut alice_events) = registered(dirs[0].path(), "alice", &server.addr).await;
+    let (bob, _) = registered(dirs[1].path(), "bob", &server.addr).await;
     befriend(&alice, &bob).await;
     bob.shutdown().await.unwrap();
 
@@ -196,8 +194,7 @@ async fn a_removed_member_cannot_decrypt_what_is_sent_afterwards() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
     for (dir, name) in dirs.iter().zip(["alice", "bob", "carol"]) {
-        let (client, events) = node(dir.path(), name, &server.addr).await;
-        client.register(name, PASSWORD).await.unwrap();
+        let (client, events) = registered(dir.path(), name, &server.addr).await;
         nodes.push((client, events));
     }
     let (owned, mut events): (Vec<Client>, Vec<_>) = nodes.into_iter().unzip();
@@ -247,6 +244,17 @@ async fn a_removed_member_cannot_decrypt_what_is_sent_afterwards() {
     assert!(refused.is_err(), "carol's device decrypted it: {refused:?}");
 }
 
+/// A node on `dir` with a new account `name` (its key packages published).
+async fn registered(
+    dir: &Path,
+    name: &str,
+    bootstrap: &str,
+) -> (Client, broadcast::Receiver<Event>) {
+    let (client, events) = node(dir, name, bootstrap).await;
+    client.register(name, PASSWORD).await.unwrap();
+    (client, events)
+}
+
 /// Logs to the test's output with `RUST_LOG` set (e.g. `RUST_LOG=confab_node=debug`).
 fn logs() {
     let _ = tracing_subscriber::fmt()
@@ -291,8 +299,7 @@ async fn two_admins_change_membership_at_once_and_everyone_converges() {
     let dirs: Vec<_> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
     for (dir, name) in dirs.iter().zip(names) {
-        let (client, events) = node(dir.path(), name, &server.addr).await;
-        client.register(name, PASSWORD).await.unwrap();
+        let (client, events) = registered(dir.path(), name, &server.addr).await;
         nodes.push((client, events));
     }
     let (owned, mut events): (Vec<Client>, Vec<_>) = nodes.into_iter().unzip();
@@ -354,10 +361,8 @@ async fn a_second_device_joins_the_encrypted_conversations() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (alice, mut alice_events) = node(dirs[0].path(), "alice", &server.addr).await;
-    alice.register("alice", PASSWORD).await.unwrap();
-    let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
-    bob.register("bob", PASSWORD).await.unwrap();
+    let (alice, mut alice_events) = registered(dirs[0].path(), "alice", &server.addr).await;
+    let (bob, mut bob_events) = registered(dirs[1].path(), "bob", &server.addr).await;
     befriend(&alice, &bob).await;
     alice.encrypt(&user("bob"), None).await.unwrap();
     let g = alice.group_create("pair", &["bob"]).await.unwrap();
@@ -430,12 +435,9 @@ async fn an_invited_member_joins_an_encrypted_group_and_reads_it() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (alice, _) = node(dirs[0].path(), "alice", &server.addr).await;
-    alice.register("alice", PASSWORD).await.unwrap();
-    let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
-    bob.register("bob", PASSWORD).await.unwrap();
-    let (dave, mut dave_events) = node(dirs[2].path(), "dave", &server.addr).await;
-    dave.register("dave", PASSWORD).await.unwrap();
+    let (alice, _) = registered(dirs[0].path(), "alice", &server.addr).await;
+    let (bob, mut bob_events) = registered(dirs[1].path(), "bob", &server.addr).await;
+    let (dave, mut dave_events) = registered(dirs[2].path(), "dave", &server.addr).await;
     let g = alice.group_create("later", &["bob"]).await.unwrap();
     until_groups(&[&alice, &bob], &g.id, 2).await;
     alice.encrypt(&group(&g.id), None).await.unwrap();
@@ -471,10 +473,8 @@ async fn both_suites_work_and_a_suite_cannot_change() {
     let server_dir = tempfile::tempdir().unwrap();
     let server = server_on(server_dir.path(), "/ip4/127.0.0.1/tcp/0").await;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (alice, mut alice_events) = node(dirs[0].path(), "alice", &server.addr).await;
-    alice.register("alice", PASSWORD).await.unwrap();
-    let (bob, mut bob_events) = node(dirs[1].path(), "bob", &server.addr).await;
-    bob.register("bob", PASSWORD).await.unwrap();
+    let (alice, mut alice_events) = registered(dirs[0].path(), "alice", &server.addr).await;
+    let (bob, mut bob_events) = registered(dirs[1].path(), "bob", &server.addr).await;
     let g = alice.group_create("chacha", &["bob"]).await.unwrap();
     until_groups(&[&alice, &bob], &g.id, 2).await;
 
