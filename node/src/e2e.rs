@@ -160,6 +160,13 @@ struct Worker {
     events: broadcast::Sender<Event>,
 }
 
+/// A conversation's users with their roles, and its member devices no longer logged in, as
+/// the bootstrap said at a catch-up.
+struct Standing {
+    roles: BTreeMap<String, Role>,
+    retired: Vec<MlsDevice>,
+}
+
 /// How a commit fared at the bootstrap.
 enum Submitted {
     Won(u64),
@@ -403,15 +410,16 @@ impl Worker {
         }
     }
 
-    /// Applies the commits this device missed (joining first if it is not a member).
-    async fn catch_up(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
+    /// Applies the commits this device missed (joining first if it is not a member). Returns
+    /// what it learnt of the conversation for that: its users' roles and its retired devices.
+    async fn catch_up(&self, me: &Me, conversation: &str) -> Result<Standing, E2eError> {
         let roles = self.roles_of(me, conversation).await?;
-        let users: BTreeSet<String> = roles.keys().cloned().collect();
-        if !users.contains(&me.user) {
-            return Ok(());
+        if !roles.contains_key(&me.user) {
+            return Ok(Standing {
+                roles,
+                retired: Vec::new(),
+            });
         }
-        // Who may remove whom: a device of a user who left, or a logged-out one, anybody; others
-        // only the group's owner and admins (and every account its own devices).
         let retired = match self
             .ask(BootstrapRequest::MlsGroupInfo {
                 conversation: conversation.to_owned(),
@@ -421,6 +429,22 @@ impl Worker {
             Ok(BootstrapResponse::MlsGroupInfo { retired, .. }) => retired,
             _ => Vec::new(),
         };
+        let standing = Standing { roles, retired };
+        self.apply_missed(me, conversation, &standing).await?;
+        Ok(standing)
+    }
+
+    /// The commits this device missed, applied under `standing`'s rules.
+    async fn apply_missed(
+        &self,
+        me: &Me,
+        conversation: &str,
+        standing: &Standing,
+    ) -> Result<(), E2eError> {
+        let Standing { roles, retired } = standing;
+        let users: BTreeSet<String> = roles.keys().cloned().collect();
+        // Who may remove whom: a device of a user who left, or a logged-out one, anybody; others
+        // only the group's owner and admins (and every account its own devices).
         let may_remove = |committer: &MlsDevice, removed: &MlsDevice| {
             !users.contains(&removed.user)
                 || retired.contains(removed)
@@ -575,25 +599,15 @@ impl Worker {
     async fn sync_and_reconcile(&self, me: &Me, conversation: &str) -> Result<(), E2eError> {
         self.welcomes(me).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            self.catch_up(me, conversation).await?;
+            let Standing { roles, retired } = self.catch_up(me, conversation).await?;
             if !me.mls.is_member(conversation) {
                 return Ok(());
             }
-            let roles = self.roles_of(me, conversation).await?;
             let users: BTreeSet<&String> = roles.keys().collect();
             // Users are added by the group's owner and admins (who invite them); anyone adds
             // devices of their own account. So not every member races to claim key packages.
             let adds_users = matches!(roles.get(&me.user), Some(Role::Owner | Role::Admin));
             let members = me.mls.members(conversation)?;
-            let retired = match self
-                .call(BootstrapRequest::MlsGroupInfo {
-                    conversation: conversation.to_owned(),
-                })
-                .await?
-            {
-                BootstrapResponse::MlsGroupInfo { retired, .. } => retired,
-                _ => Vec::new(),
-            };
             let removed: Vec<MlsDevice> = members
                 .iter()
                 .filter(|d| !users.contains(&d.user) || retired.contains(d))
